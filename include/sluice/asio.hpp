@@ -1,0 +1,11 @@
+// sluice/asio.hpp
+//
+// Includes every public header of the `sluice::asio` component: the core headers plus the
+// Boost.Asio adapters (completion-token operations for the primitives). Needs Boost 1.81 or newer.
+//
+// Example:
+//   #include <sluice/asio.hpp>
+#pragma once
+
+#include "sluice/asio/error.hpp"
+#include "sluice/sluice.hpp"
