@@ -39,7 +39,8 @@ int main() {
   // Sleeps through a manual clock are simulated: they move time and return at once.
   clock.sleep_for(2min);
   std::printf("simulated %lld s of sleep in %llu call(s)\n",
-              static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(clock.slept()).count()),
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::seconds>(clock.slept()).count()),
               static_cast<unsigned long long>(clock.sleeps()));
 
   // The same class in production, on the cheap coarse clock.

@@ -47,8 +47,8 @@ struct coarse_clock {
     return time_point(duration(static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 +
                                static_cast<std::int64_t>(ts.tv_nsec)));
 #else
-    return time_point(std::chrono::duration_cast<duration>(
-        std::chrono::steady_clock::now().time_since_epoch()));
+    return time_point(
+        std::chrono::duration_cast<duration>(std::chrono::steady_clock::now().time_since_epoch()));
 #endif
   }
 };

@@ -31,7 +31,9 @@ std::uint64_t thread_allocations() noexcept { return g_thread_allocations; }
 void* operator new(std::size_t size) { return counted_alloc(size); }
 void* operator new[](std::size_t size) { return counted_alloc(size); }
 void* operator new(std::size_t size, std::align_val_t a) { return counted_aligned_alloc(size, a); }
-void* operator new[](std::size_t size, std::align_val_t a) { return counted_aligned_alloc(size, a); }
+void* operator new[](std::size_t size, std::align_val_t a) {
+  return counted_aligned_alloc(size, a);
+}
 void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
   ++g_thread_allocations;
   return std::malloc(size == 0 ? 1 : size);

@@ -1,4 +1,4 @@
-#include <sluice/testing/manual_clock.hpp>
+#include "sluice/testing/manual_clock.hpp"
 
 #include <chrono>
 #include <thread>

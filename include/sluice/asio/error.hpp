@@ -2,8 +2,8 @@
 //
 // The `boost::system::error_code` form of sluice's errors, for Asio completion handlers. Every
 // sluice asynchronous operation completes with an error_code first; its values mirror
-// `absl::StatusCode` one to one (`sluice::asio::error::unavailable` is absl::StatusCode::kUnavailable
-// and so on), so the two forms convert without losing the reason.
+// `absl::StatusCode` one to one (`sluice::asio::error::unavailable` is
+// absl::StatusCode::kUnavailable and so on), so the two forms convert without losing the reason.
 //
 //   error                 meaning in sluice
 //   unavailable           breaker open, pool closed, backend down
@@ -22,9 +22,8 @@
 #include <string>
 #include <type_traits>
 
-#include <boost/system/error_code.hpp>
-
 #include "absl/status/status.h"
+#include <boost/system/error_code.hpp>
 
 namespace sluice::asio {
 

@@ -48,9 +48,9 @@ bool wait_until(Clock& clock, cond_var& cv, mutex& mu, typename Clock::time_poin
     if constexpr (is_manual_clock_v<Clock>) {
       cv.wait_for(mu, manual_clock_poll);
     } else {
-      cv.wait_until(mu, std::chrono::steady_clock::now() +
-                            std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                deadline - now));
+      cv.wait_until(
+          mu, std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(deadline - now));
     }
   }
   return true;

@@ -1,8 +1,8 @@
 // sluice/testing/manual_clock.hpp
 //
-// `sluice::testing::manual_clock` is a monotonic clock that only moves when a test moves it. Pass it
-// as the `Clock` template parameter of any time-dependent sluice primitive (and the clock object to
-// its constructor) to test timing behaviour deterministically, without sleeping.
+// `sluice::testing::manual_clock` is a monotonic clock that only moves when a test moves it. Pass
+// it as the `Clock` template parameter of any time-dependent sluice primitive (and the clock object
+// to its constructor) to test timing behaviour deterministically, without sleeping.
 //
 // A manual_clock object is a cheap, copyable handle: every copy shares one time line, so the test
 // keeps one copy and advances it while the primitive reads its own copy.
@@ -112,9 +112,7 @@ class manual_clock {
   void sleep_for(duration d) { sleep_until(now() + d); }
 
   // Returns how many times `sleep_until`/`sleep_for` were called on this time line.
-  std::uint64_t sleeps() const noexcept {
-    return state_->sleeps.load(std::memory_order_relaxed);
-  }
+  std::uint64_t sleeps() const noexcept { return state_->sleeps.load(std::memory_order_relaxed); }
 
   // Returns the total manual time requested by sleeps on this time line.
   duration slept() const noexcept {
