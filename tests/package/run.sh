@@ -47,4 +47,17 @@ flags=$(PKG_CONFIG_PATH="$prefix/share/pkgconfig" pkg-config --cflags --libs slu
 # shellcheck disable=SC2086
 quiet "$cxx" -o "$work/pc" "$src/tests/package/main.cpp" $flags
 "$work/pc"
+echo "-- packaging manifests parse (vcpkg JSON, conan recipes)"
+for j in "$src/vcpkg.json" "$src/packaging/vcpkg/ports/sluice/vcpkg.json"; do
+  python3 -m json.tool "$j" >/dev/null || { echo "package test: FAILED: $j is not valid JSON"; exit 1; }
+done
+for py in "$src/conanfile.py" "$src/packaging/conan/conanfile.py" "$src/packaging/conan/test_package/conanfile.py"; do
+  python3 -c "import ast,sys; ast.parse(open(sys.argv[1]).read())" "$py" ||
+    { echo "package test: FAILED: $py does not parse"; exit 1; }
+done
+# The conan test_package's CMake project is a plain find_package consumer: build it too.
+quiet cmake -S "$src/packaging/conan/test_package" -B "$work/conan_tp" -DCMAKE_CXX_COMPILER="$cxx" \
+  -DCMAKE_PREFIX_PATH="$prefix"
+quiet cmake --build "$work/conan_tp"
+"$work/conan_tp/test_package"
 echo "package test: passed"
