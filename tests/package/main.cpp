@@ -5,6 +5,15 @@
 
 #include <sluice/sluice.hpp>
 
+// The core component promises a machine with only Abseil: its headers must not reach Boost or
+// hiredis even where those happen to be installed.
+#if !defined(SLUICE_CONSUMER_ASIO) && (defined(BOOST_VERSION) || defined(BOOST_ASIO_VERSION))
+#error "a sluice::core header included Boost"
+#endif
+#if !defined(SLUICE_CONSUMER_REDIS) && defined(HIREDIS_MAJOR)
+#error "a sluice::core header included hiredis"
+#endif
+
 #if defined(SLUICE_CONSUMER_ASIO)
 #include <sluice/asio.hpp>
 #endif
