@@ -1,0 +1,137 @@
+// main.cpp: sluice-service's entry point: flags, the asynchronous JSON logger, the application
+// state, the server, and the signal-driven graceful drain (SIGTERM/SIGINT -> stop accepting,
+// finish in-flight requests up to --drain-seconds, exit 0).
+#include <signal.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <spdlog/async.h>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/rotating_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "config.hpp"
+#include "server.hpp"
+#include "service.hpp"
+#include "user_store.hpp"
+
+namespace {
+
+// Queue of the asynchronous logger: deep enough to absorb bursts at full request rate; when the
+// sink falls behind anyway, the oldest lines are dropped and counted (overrun_oldest) rather than
+// stalling the event loops.
+constexpr std::size_t kLogQueue = 64 * 1024;
+
+std::shared_ptr<spdlog::logger> make_logger(const service::config& cfg) {
+  spdlog::init_thread_pool(kLogQueue, 1);
+  spdlog::sink_ptr sink;
+  if (cfg.log_path == "-") {
+    sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+  } else {
+    sink = std::make_shared<spdlog::sinks::rotating_file_sink_mt>(
+        cfg.log_path, cfg.log_max_bytes, static_cast<std::size_t>(cfg.log_files));
+  }
+  auto log = std::make_shared<spdlog::async_logger>("sluice", std::move(sink),
+                                                    spdlog::thread_pool(),
+                                                    spdlog::async_overflow_policy::overrun_oldest);
+  // One JSON object per line: the time (UTC, microseconds) and level come from the pattern, the
+  // message carries the remaining "key":value pairs.
+  log->set_formatter(std::make_unique<spdlog::pattern_formatter>(
+      R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%v})", spdlog::pattern_time_type::utc));
+  log->set_level(spdlog::level::from_str(cfg.log_level));
+  log->flush_on(spdlog::level::warn);
+  spdlog::flush_every(std::chrono::seconds(1));
+  return log;
+}
+
+[[noreturn]] void die(const std::string& line, int code) {
+  std::fprintf(stderr, "sluice-service: %s\n", line.c_str());
+  spdlog::shutdown();
+  std::exit(code);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  service::config cfg = service::load_config(argc, argv);
+
+  // Signals are taken synchronously by the main thread (sigtimedwait); every other thread,
+  // including the loops started below, inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  service::app a;
+  a.cfg = cfg;
+  std::string error;
+  if (!a.proxies.parse(cfg.trusted_proxies, error)) die(error, 2);
+
+  std::error_code fs_ec;
+  std::filesystem::create_directories(cfg.data_dir, fs_ec);
+  if (!fs_ec) std::filesystem::create_directories(cfg.upload_dir, fs_ec);
+  if (fs_ec) die("cannot create --data-dir/--upload-dir: " + fs_ec.message(), 1);
+
+  try {
+    a.log = make_logger(cfg);
+  } catch (const spdlog::spdlog_ex& e) {
+    die(std::string("cannot open --log: ") + e.what(), 1);
+  }
+  a.users = service::make_embedded_store(cfg.seed_users, cfg.store_fault_file);
+  service::register_routes(a);
+
+  service::server srv(a);
+  if (absl::Status s = srv.listen(); !s.ok()) die(std::string(s.message()), 1);
+  srv.start();
+  SPDLOG_LOGGER_INFO(a.log,
+                     "\"msg\":\"listening\",\"url\":\"http://{}:{}\",\"threads\":{},"
+                     "\"store\":\"{}\"",
+                     cfg.listen_host, srv.port(), cfg.threads, a.users->kind());
+  if (!cfg.port_file.empty()) {
+    std::string tmp = cfg.port_file + ".tmp";
+    { std::ofstream(tmp) << srv.port() << "\n"; }
+    std::filesystem::rename(tmp, cfg.port_file, fs_ec);  // atomic: readers never see it half
+  }
+
+  int sig = 0;
+  do {
+    sig = sigwaitinfo(&signals, nullptr);
+  } while (sig < 0 && errno == EINTR);
+
+  SPDLOG_LOGGER_INFO(a.log, "\"msg\":\"draining\",\"signal\":{},\"drain_seconds\":{}", sig,
+                     cfg.drain.count());
+  a.draining.store(true, std::memory_order_relaxed);
+  srv.begin_drain();
+  auto deadline = std::chrono::steady_clock::now() + cfg.drain;
+  bool forced = false;
+  while (!srv.stopped()) {
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      forced = true;
+      break;
+    }
+    // Wait in short slices so the loops' exit is noticed promptly; a second signal cuts the
+    // drain short.
+    timespec slice{0, 20'000'000};
+    if (sigtimedwait(&signals, nullptr, &slice) > 0) {
+      forced = true;
+      break;
+    }
+  }
+  if (forced) {
+    SPDLOG_LOGGER_WARN(a.log, "\"msg\":\"drain deadline passed, closing connections\"");
+    srv.force_close();
+  }
+  srv.join();
+  SPDLOG_LOGGER_INFO(a.log, "\"msg\":\"stopped\"");
+  a.log->flush();
+  spdlog::shutdown();
+  return 0;
+}
