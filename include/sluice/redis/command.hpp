@@ -1,0 +1,51 @@
+// sluice/redis/command.hpp
+//
+// `sluice::redis::command` is one Redis command already encoded in RESP (the wire form), built
+// from its arguments. Arguments are binary-safe byte strings: keys and values may hold any byte,
+// NUL included. Numbers are passed as text (`std::to_string`), as Redis expects.
+//
+// Encoding happens once, when the command is built, by hiredis's `redisFormatCommandArgv`; the
+// connection then only copies the bytes into its write buffer.
+//
+// Thread safety: a plain value.
+// Errors: building throws std::bad_alloc only when memory runs out.
+//
+// Example:
+//   redis::command set{"SET", key, value, "PX", "1500"};
+//   redis::command get = redis::command::from_args(std::vector<std::string>{"GET", key});
+#pragma once
+
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "sluice/detail/redis_reader.hpp"
+
+namespace sluice::redis {
+
+// One encoded command (see the file comment).
+class command {
+ public:
+  // Builds a command from its arguments, the command name first. Precondition: at least one.
+  command(std::initializer_list<std::string_view> args) {
+    detail::format_command_append(args, wire_);
+  }
+
+  // Builds a command from any range of string-like arguments (std::string, std::string_view).
+  template <class Range>
+  [[nodiscard]] static command from_args(const Range& args) {
+    command c;
+    detail::format_command_append(args, c.wire_);
+    return c;
+  }
+
+  // Returns the RESP bytes sent to the server.
+  [[nodiscard]] std::string_view wire() const noexcept { return wire_; }
+
+ private:
+  command() = default;
+  std::string wire_;
+};
+
+}  // namespace sluice::redis

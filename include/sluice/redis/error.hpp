@@ -1,0 +1,76 @@
+// sluice/redis/error.hpp
+//
+// What a Redis call's outcome means for sluice's resilience policies (breaker, retry), and its
+// absl::Status form.
+//
+//   outcome     when                                              breaker        retry
+//   success     a reply that is not an error                      success        -
+//   failure     connection refused/lost, protocol error, timeout  failure        yes (other conn.)
+//   retryable   -LOADING, -BUSY, -TRYAGAIN, -MASTERDOWN           failure        yes, after a pause
+//   rejected    any other error reply (-WRONGTYPE, -ERR, ...)     success (the   no: the request
+//                                                                 server works)  is wrong
+//   cancelled   the caller cancelled or closed the connection     ignore         no
+//
+// Thread safety: stateless.
+//
+// Example:
+//   auto [ec, r] = co_await redis::async_get(conn, key, as_tuple(use_awaitable));
+//   switch (redis::classify(ec, r)) {
+//     case redis::outcome::failure: permit.record_failure(); break;
+//     ...
+//   }
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <boost/asio/error.hpp>
+#include <boost/system/error_code.hpp>
+
+#include "absl/status/status.h"
+#include "sluice/asio/error.hpp"
+#include "sluice/redis/reply.hpp"
+
+namespace sluice::redis {
+
+// The meaning of a call's outcome (see the file comment).
+enum class outcome { success, failure, retryable, rejected, cancelled };
+
+// Classifies an error reply's prefix word alone ("LOADING", "WRONGTYPE").
+[[nodiscard]] inline outcome classify_error_prefix(std::string_view prefix) noexcept {
+  if (prefix == "LOADING" || prefix == "BUSY" || prefix == "TRYAGAIN" || prefix == "MASTERDOWN") {
+    return outcome::retryable;
+  }
+  return outcome::rejected;
+}
+
+// Classifies a completion (error_code, reply).
+[[nodiscard]] inline outcome classify(const boost::system::error_code& ec, const reply& r) noexcept {
+  if (ec) {
+    if (ec == boost::asio::error::operation_aborted ||
+        ec == sluice::asio::make_error_code(sluice::asio::error::cancelled)) {
+      return outcome::cancelled;
+    }
+    return outcome::failure;
+  }
+  if (r.is_error()) return classify_error_prefix(r.error_prefix());
+  return outcome::success;
+}
+
+// Converts a completion to a status: OK for a non-error reply; the error_code's status
+// (sluice::asio::to_status: timeouts DeadlineExceeded, I/O Unavailable, cancellation Cancelled);
+// retryable error replies Unavailable; WRONGTYPE FailedPrecondition; NOAUTH/WRONGPASS
+// Unauthenticated; NOPERM PermissionDenied; other error replies InvalidArgument. The message is
+// Redis's error text.
+[[nodiscard]] inline absl::Status to_status(const boost::system::error_code& ec, const reply& r) {
+  if (ec) return sluice::asio::to_status(ec);
+  if (!r.is_error()) return absl::OkStatus();
+  const std::string_view prefix = r.error_prefix();
+  if (classify_error_prefix(prefix) == outcome::retryable) return absl::UnavailableError(r.str());
+  if (prefix == "WRONGTYPE") return absl::FailedPreconditionError(r.str());
+  if (prefix == "NOAUTH" || prefix == "WRONGPASS") return absl::UnauthenticatedError(r.str());
+  if (prefix == "NOPERM") return absl::PermissionDeniedError(r.str());
+  return absl::InvalidArgumentError(r.str());
+}
+
+}  // namespace sluice::redis
