@@ -235,10 +235,10 @@ class retry {
     std::chrono::nanoseconds previous = opts_.delay.initial;
     const sluice::deadline<Clock> d = ctx.deadline();
     for (int attempt = 1;; ++attempt) {
-      ctx.begin_attempt(attempt);
       if (!d.fits(clock_.now(), opts_.min_attempt_time)) {
         return reject<R>(ctx, reason::deadline_exceeded);
       }
+      ctx.begin_attempt(attempt);
       std::optional<R> result;
       if (opts_.retry_on_exception) {
         try {

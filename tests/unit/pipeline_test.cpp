@@ -1,0 +1,265 @@
+#include <sluice/pipeline.hpp>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <sluice/bulkhead.hpp>
+#include <sluice/fallback.hpp>
+#include <sluice/retry.hpp>
+#include <sluice/retry_budget.hpp>
+#include <sluice/testing/manual_clock.hpp>
+#include <sluice/timeout.hpp>
+
+#include "alloc_counter.hpp"
+#include "catch.hpp"
+
+using namespace std::chrono_literals;
+using manual = sluice::testing::manual_clock;
+using manual_deadline = sluice::deadline<manual>;
+
+namespace {
+
+// Records when it is entered and left.
+struct trace_policy {
+  using sluice_policy = void;
+  std::vector<std::string>* log;
+  std::string name;
+  template <class Ctx, class Next>
+  auto run(Ctx&, Next&& next) {
+    log->push_back(name + ">");
+    auto r = next();
+    log->push_back("<" + name);
+    return r;
+  }
+};
+
+// A breaker stand-in with sluice::circuit_breaker's acquire interface.
+struct fake_breaker {
+  bool open = false;
+  int successes = 0;
+  int failures = 0;
+  int ignored = 0;
+  struct permit {
+    fake_breaker* b;
+    void record(const absl::Status& s) { s.ok() ? ++b->successes : ++b->failures; }
+    void record_failure() { ++b->failures; }
+    void record_ignored() { ++b->ignored; }
+  };
+  struct result {
+    permit p;
+    bool granted;
+    explicit operator bool() const { return granted; }
+    permit* operator->() { return &p; }
+  };
+  result try_acquire() { return {permit{this}, !open}; }
+};
+
+}  // namespace
+
+TEST_CASE("pipeline: the first policy is the outermost", "[pipeline]") {
+  std::vector<std::string> log;
+  auto p = sluice::pipeline(trace_policy{&log, "a"}, trace_policy{&log, "b"},
+                            trace_policy{&log, "c"});
+  auto r = p.execute([&] {
+    log.push_back("fn");
+    return 3;
+  });
+  REQUIRE(r.ok());
+  CHECK(*r == 3);
+  CHECK(log == std::vector<std::string>{"a>", "b>", "c>", "fn", "<c", "<b", "<a"});
+}
+
+TEST_CASE("pipeline: callables may return T, StatusOr, Status or void", "[pipeline]") {
+  std::vector<std::string> log;
+  auto p = sluice::pipeline(trace_policy{&log, "a"});
+  STATIC_REQUIRE(std::is_same_v<decltype(p.execute([] { return 1; })), absl::StatusOr<int>>);
+  STATIC_REQUIRE(std::is_same_v<decltype(p.execute([] {})), absl::Status>);
+  STATIC_REQUIRE(std::is_same_v<decltype(p.execute([] { return absl::OkStatus(); })), absl::Status>);
+  CHECK(p.execute([] {}).ok());
+  CHECK(p.execute([] { return absl::NotFoundError("x"); }).code() == absl::StatusCode::kNotFound);
+  auto r = p.execute([]() -> absl::StatusOr<std::string> { return std::string("v"); });
+  CHECK(*r == "v");
+}
+
+TEST_CASE("pipeline: breaker open is a typed rejection and the call does not run", "[pipeline]") {
+  fake_breaker breaker;
+  breaker.open = true;
+  auto p = sluice::pipeline(sluice::breaker_ref(breaker));
+  int calls = 0;
+  auto r = p.execute([&] { return ++calls; });
+  CHECK(calls == 0);
+  CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+  CHECK(r.status().message() == "sluice: breaker_open");
+  auto o = p.execute_outcome([&] { return ++calls; });
+  CHECK(o.reason == sluice::reason::breaker_open);
+  CHECK(o.result.status().message().empty());
+  CHECK_FALSE(o.ok());
+}
+
+TEST_CASE("pipeline: breaker records outcomes, ignores inner rejections", "[pipeline]") {
+  manual clock;
+  fake_breaker breaker;
+  sluice::bulkhead<manual> slots({.max_concurrent = 1}, clock);
+  auto p = sluice::pipeline(sluice::breaker_ref(breaker), sluice::bulkhead_ref(slots));
+  CHECK(p.execute([] { return 1; }).ok());
+  CHECK(p.execute([] { return absl::UnavailableError("down"); }).code() ==
+        absl::StatusCode::kUnavailable);
+  auto held = slots.try_acquire();
+  auto o = p.execute_outcome([] { return 1; });
+  CHECK(o.reason == sluice::reason::bulkhead_full);
+  CHECK(o.result.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK(breaker.successes == 1);
+  CHECK(breaker.failures == 1);
+  CHECK(breaker.ignored == 1);
+  held.get().release();
+  CHECK_THROWS_AS(p.execute([]() -> int { throw std::runtime_error("x"); }), std::runtime_error);
+  CHECK(breaker.failures == 2);
+  CHECK(slots.in_use() == 0);  // the bulkhead permit was released on the way out
+}
+
+TEST_CASE("pipeline: a per-attempt timeout is retried", "[pipeline]") {
+  manual clock;
+  auto p = sluice::pipeline(
+      sluice::retry({.max_attempts = 3, .delay = sluice::backoff::constant(10ms)}, clock),
+      sluice::timeout(200ms, clock));
+  int calls = 0;
+  auto o = p.execute_outcome([&](sluice::call_context<manual>& ctx) -> absl::StatusOr<int> {
+    ++calls;
+    CHECK(ctx.deadline().remaining(clock) == 200ms);
+    if (calls == 1) {
+      clock.advance(250ms);  // a stuck attempt that ignored its deadline
+      return absl::DeadlineExceededError("socket timeout");
+    }
+    return 11;
+  });
+  REQUIRE(o.ok());
+  CHECK(*o.result == 11);
+  CHECK(o.attempts == 2);
+  CHECK(o.reason == sluice::reason::none);
+  CHECK(clock.now() - manual::time_point(std::chrono::hours(1)) == 260ms);
+}
+
+TEST_CASE("pipeline: timeout versus the caller's deadline", "[pipeline]") {
+  manual clock;
+  auto p = sluice::pipeline(sluice::timeout(200ms, clock));
+  SECTION("the timeout is the tighter limit") {
+    auto o = p.execute_outcome([&]() -> absl::Status {
+      clock.advance(200ms);
+      return absl::DeadlineExceededError("late");
+    });
+    CHECK(o.reason == sluice::reason::timeout);
+    CHECK(o.result.code() == absl::StatusCode::kDeadlineExceeded);
+    auto late = p.execute([&]() -> absl::Status {
+      clock.advance(300ms);
+      return absl::UnavailableError("late");
+    });
+    CHECK(late.message() == "sluice: timeout");
+  }
+  SECTION("the caller's deadline is the tighter limit") {
+    auto o = p.execute_outcome(
+        [&](sluice::call_context<manual>& ctx) -> absl::Status {
+          CHECK(ctx.deadline().remaining(clock) == 50ms);
+          clock.advance(60ms);
+          return absl::DeadlineExceededError("late");
+        },
+        manual_deadline::after(clock, 50ms));
+    CHECK(o.reason == sluice::reason::none);  // the callable's own DeadlineExceeded
+    CHECK(o.result.message() == "late");
+  }
+  SECTION("a late success is kept") {
+    auto r = p.execute([&] {
+      clock.advance(1s);
+      return 1;
+    });
+    CHECK(r.ok());
+  }
+}
+
+TEST_CASE("pipeline: deadline and budget reasons reach the outcome", "[pipeline]") {
+  manual clock;
+  sluice::token_bucket_retry_budget budget({.max_tokens = 3, .token_ratio = 1});
+  auto p = sluice::pipeline(
+      sluice::retry({.max_attempts = 5, .delay = sluice::backoff::constant(100ms)}, budget, clock));
+  auto down = [] { return absl::UnavailableError("down"); };
+  auto expired = manual_deadline::after(clock, 0ms);
+  auto o = p.execute_outcome(down, expired);
+  CHECK(o.reason == sluice::reason::deadline_exceeded);
+  CHECK(o.result.code() == absl::StatusCode::kDeadlineExceeded);
+
+  auto fits_one = p.execute_outcome(down, manual_deadline::after(clock, 150ms));
+  CHECK(fits_one.reason == sluice::reason::deadline_exceeded);
+  CHECK(fits_one.attempts == 2);
+  CHECK(fits_one.result.message() == "down");  // the last real failure, not a rejection
+
+  auto b = p.execute_outcome(down);  // tokens: 0 after the two failures above
+  CHECK(b.reason == sluice::reason::budget_exhausted);
+  CHECK(b.attempts == 1);
+  CHECK(b.result.message() == "down");
+}
+
+TEST_CASE("pipeline: fallback answers for the reasons it covers", "[pipeline]") {
+  manual clock;
+  fake_breaker breaker;
+  sluice::bulkhead<manual> slots({.max_concurrent = 1}, clock);
+  auto p = sluice::pipeline(sluice::fallback(-1, sluice::fallback_on::breaker_open),
+                            sluice::breaker_ref(breaker), sluice::bulkhead_ref(slots));
+  breaker.open = true;
+  auto o = p.execute_outcome([] { return 1; });
+  REQUIRE(o.ok());
+  CHECK(*o.result == -1);
+  CHECK(o.fallback_used);
+  CHECK(o.reason == sluice::reason::breaker_open);
+  breaker.open = false;
+  auto held = slots.try_acquire();
+  auto full = p.execute_outcome([] { return 1; });
+  CHECK_FALSE(full.ok());
+  CHECK(full.reason == sluice::reason::bulkhead_full);
+  CHECK_FALSE(full.fallback_used);
+}
+
+TEST_CASE("pipeline: pipelines nest as policies", "[pipeline]") {
+  std::vector<std::string> log;
+  auto inner = sluice::pipeline(trace_policy{&log, "b"}, trace_policy{&log, "c"});
+  auto outer = sluice::pipeline(trace_policy{&log, "a"}, inner);
+  CHECK(outer.execute([] { return 1; }).ok());
+  CHECK(log == std::vector<std::string>{"a>", "b>", "c>", "<c", "<b", "<a"});
+}
+
+TEST_CASE("pipeline: the hot path allocates nothing", "[pipeline]") {
+  manual clock;
+  fake_breaker breaker;
+  sluice::token_bucket_retry_budget budget;
+  sluice::bulkhead<manual> slots({.max_concurrent = 4}, clock);
+  auto p = sluice::pipeline(
+      sluice::fallback(0, sluice::fallback_on::rejections),
+      sluice::retry({.max_attempts = 3, .delay = sluice::backoff::constant(1ms)}, budget, clock),
+      sluice::breaker_ref(breaker), sluice::bulkhead_ref(slots), sluice::timeout(1s, clock));
+  STATIC_REQUIRE(std::is_same_v<decltype(p)::clock_type, manual>);
+  int calls = 0;
+  auto fn = [&] { return ++calls; };
+  (void)p.execute(fn);
+  sluice_test::alloc_scope scope;
+  for (int i = 0; i < 1000; ++i) {
+    auto r = p.execute(fn);
+    CHECK(r.ok());
+  }
+  CHECK(scope.allocations() == 0);
+
+  // Rejections (reported through execute_outcome) allocate nothing either.
+  sluice::bulkhead<manual> none({.max_concurrent = 1}, clock);
+  auto held = none.try_acquire();
+  auto q = sluice::pipeline(sluice::breaker_ref(breaker), sluice::bulkhead_ref(none));
+  sluice_test::alloc_scope reject_scope;
+  for (int i = 0; i < 1000; ++i) {
+    auto o = q.execute_outcome(fn);
+    CHECK(o.reason == sluice::reason::bulkhead_full);
+  }
+  breaker.open = true;
+  for (int i = 0; i < 1000; ++i) {
+    auto o = q.execute_outcome(fn);
+    CHECK(o.reason == sluice::reason::breaker_open);
+  }
+  CHECK(reject_scope.allocations() == 0);
+}
