@@ -5,6 +5,7 @@
 
 #include <boost/json.hpp>
 
+#include "metrics.hpp"
 #include "service.hpp"
 #include "user_store.hpp"
 
@@ -95,6 +96,11 @@ void api_data(app&, const request& req, response& res) {
   res.body = build_page(page);
 }
 
+void metrics(app& a, const request&, response& res) {
+  res.content_type = metrics_content_type;
+  res.body = a.metrics->render();
+}
+
 }  // namespace
 
 void register_routes(app& a) {
@@ -104,6 +110,7 @@ void register_routes(app& a) {
   r.add("/readyz", get | head, route_kind::buffered, readyz, kSmallBody);
   r.add("/users/:id", get | head, route_kind::buffered, users_by_id, kSmallBody);
   r.add("/api/data", get | head, route_kind::buffered, api_data, kSmallBody);
+  r.add("/metrics", get | head, route_kind::buffered, metrics, kSmallBody);
   r.add("/download/:name", get | head, route_kind::download, nullptr);
   r.add("/upload", post, route_kind::upload, nullptr);
 }

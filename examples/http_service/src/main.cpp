@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "config.hpp"
+#include "metrics.hpp"
 #include "server.hpp"
 #include "service.hpp"
 #include "user_store.hpp"
@@ -84,6 +85,7 @@ int main(int argc, char** argv) {
   } catch (const spdlog::spdlog_ex& e) {
     die(std::string("cannot open --log: ") + e.what(), 1);
   }
+  a.metrics = std::make_unique<service::service_metrics>();
   a.users = service::make_embedded_store(cfg.seed_users, cfg.store_fault_file);
   service::register_routes(a);
 

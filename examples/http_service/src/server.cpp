@@ -39,6 +39,8 @@
 #include <boost/beast/http/status.hpp>
 #include <spdlog/spdlog.h>
 
+#include "metrics.hpp"
+
 namespace service {
 namespace {
 
@@ -86,6 +88,9 @@ struct session {
   // Writes head_ and `body`; returns false on a write error.
   net::awaitable<bool> write_response(std::string_view body);
   char* chunk();
+  // Runs the after-response middleware: metrics and the access log.
+  void finish(const request& req, std::string_view route_label, unsigned status,
+              std::uint64_t bytes, clock_type::time_point start);
 
   loop& loop_;
   app& app_;
@@ -141,9 +146,11 @@ session::session(loop& l, app& a, tcp::socket socket)
   next_ = loop_.sessions;
   if (next_ != nullptr) next_->prev_ = this;
   loop_.sessions = this;
+  app_.metrics->connection_opened();
 }
 
 session::~session() {
+  app_.metrics->connection_closed();
   if (prev_ != nullptr) prev_->next_ = next_;
   if (next_ != nullptr) next_->prev_ = prev_;
   if (loop_.sessions == this) loop_.sessions = next_;
@@ -463,6 +470,7 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
 
   const auto& msg = p.get();
   const route* matched = nullptr;
+  std::string_view route_label = "unmatched";  // metrics label: static storage
   bool keep_alive = false;
   if (!ec) {
     req.method_text = msg.method_string();
@@ -482,8 +490,10 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
 
     router::match m = app_.routes.find(req.verb, req.path, req);
     matched = m.found;
+    if (matched != nullptr) route_label = matched->pattern;
     if (matched == nullptr) {
       if (m.path_known) {
+        route_label = m.allow_from->pattern;
         res.error(405, "method not allowed");
         res.set("Allow", m.allow_from->allow);
       } else {
@@ -515,10 +525,7 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
           std::uint64_t sent = 0;
           bool ok = co_await download(req, res, req.verb == method::head, sent);
           if (res.streamed) {
-            log_access(*app_.log, {req.request_id, req.client_ip, req.method_text, req.path,
-                                   matched->pattern, res.status, sent,
-                                   std::chrono::duration<double>(clock_type::now() - start)
-                                       .count()});
+            finish(req, matched->pattern, res.status, sent, start);
             co_return ok && keep_alive;
           }
           if (!ok) keep_alive = false;
@@ -543,12 +550,16 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
   format_head(req, res, res.body.size(), keep_alive, req.version);
   bool head_only = req.verb == method::head;
   bool wrote = co_await write_response(head_only ? std::string_view() : res.body);
-  log_access(*app_.log,
-             {req.request_id, req.client_ip, req.method_text, req.path,
-              matched != nullptr ? matched->pattern : std::string_view(), res.status,
-              head_only ? 0 : res.body.size(),
-              std::chrono::duration<double>(clock_type::now() - start).count()});
+  finish(req, route_label, res.status, head_only ? 0 : res.body.size(), start);
   co_return wrote && keep_alive;
+}
+
+void session::finish(const request& req, std::string_view route_label, unsigned status,
+                     std::uint64_t bytes, clock_type::time_point start) {
+  const double seconds = std::chrono::duration<double>(clock_type::now() - start).count();
+  app_.metrics->observe(route_label, req.verb, status, seconds);
+  log_access(*app_.log, {req.request_id, req.client_ip, req.method_text, req.path, route_label,
+                         status, bytes, seconds});
 }
 
 net::awaitable<void> session::run() {

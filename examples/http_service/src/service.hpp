@@ -22,6 +22,7 @@ class logger;
 namespace service {
 
 class user_store;
+class service_metrics;
 
 // The methods the router distinguishes; anything else is `other` (answered 405 or 404).
 enum class method : std::uint8_t { get = 1, head = 2, post = 4, put = 8, del = 16, other = 32 };
@@ -198,6 +199,7 @@ struct app {
   config cfg;
   router routes;
   std::unique_ptr<user_store> users;
+  std::unique_ptr<service_metrics> metrics;
   std::shared_ptr<spdlog::logger> log;
   proxy_list proxies;
   // Set once when SIGTERM/SIGINT starts the drain; read by /readyz. Relaxed: a flag with no data

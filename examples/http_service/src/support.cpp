@@ -12,6 +12,7 @@
 #include <zlib.h>
 
 #include "service.hpp"
+#include "metrics.hpp"
 #include "user_store.hpp"
 
 namespace service {
