@@ -456,3 +456,19 @@ TEST_CASE("pool: stress keeps size within max and loses no lease", "[pool]") {
   CHECK(s.created - s.closed == s.size);
   CHECK(static_cast<int>(s.size) == b.alive);
 }
+
+TEST_CASE("pool: the maintenance thread refills min_idle", "[pool]") {
+  backend b;
+  manual_clock clock;
+  auto p = make_manual(b, clock, {.max_size = 4, .min_idle = 2});
+  p.start_maintenance(1s);
+  // The thread waits for one second of manual time, then maintains.
+  while (p.stats().idle < 2) {
+    clock.advance(1s);
+    std::this_thread::yield();
+  }
+  p.stop_maintenance();
+  CHECK(b.alive == 2);
+  auto moved = std::move(p);  // the handle moves freely
+  CHECK(moved.stats().idle == 2);
+}
