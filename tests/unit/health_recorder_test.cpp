@@ -36,7 +36,7 @@ TEST_CASE("health_recorder: invalid options are rejected by create", "[health_re
 
 TEST_CASE("health_recorder: count window keeps exactly the last N calls on one thread",
           "[health_recorder]") {
-  const std::size_t n = GENERATE(1, 5, 100, 1000);
+  const std::size_t n = GENERATE(std::size_t{1}, std::size_t{5}, std::size_t{100}, std::size_t{1000});
   INFO("window_size " << n);
   auto r = health_recorder<>::create({.window_size = n, .stripes = 4}).value();
   for (std::size_t i = 0; i < n; ++i) r.record(call_outcome::failure);
@@ -134,6 +134,7 @@ TEST_CASE("health_recorder: concurrent recording keeps the counters equal to the
   auto r = health_recorder<>::create({.window_size = 500}).value();
   auto t = health_recorder<>::create({.kind = window_kind::time_based, .window_duration = 1h}).value();
   constexpr int per_thread = 50000;
+  std::atomic<int> bad_snapshots{0};
   std::vector<std::thread> pool;
   for (int k = 0; k < threads; ++k) {
     pool.emplace_back([&, k] {
@@ -143,13 +144,15 @@ TEST_CASE("health_recorder: concurrent recording keeps the counters equal to the
         r.record(o, i % 8 == 0);
         t.record(o, i % 8 == 0);
         if (i % 1000 == 0) {
+          // Catch2 assertions are not thread-safe: collect, check after the join.
           const auto s = r.snapshot();
-          REQUIRE(s.failure_rate <= 1.0);
+          if (s.failure_rate > 1.0 || s.failures > s.calls || s.calls > 500) bad_snapshots++;
         }
       }
     });
   }
   for (auto& th : pool) th.join();
+  CHECK(bad_snapshots.load() == 0);
   const auto s = r.snapshot();
   // Every slot has been written many laps over: the window is full and its counters agree with a
   // rate close to the true one (the lag only mixes in older outcomes of the same mix).
