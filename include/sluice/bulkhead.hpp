@@ -305,6 +305,8 @@ class bulkhead_ref {
 
   // Returns the referenced bulkhead's clock.
   const Clock& clock() const noexcept { return b_->clock(); }
+  // Returns the referenced bulkhead.
+  bulkhead<Clock>& get() const noexcept { return *b_; }
 
  private:
   bulkhead<Clock>* b_;

@@ -76,8 +76,13 @@ class fallback {
   // Runs `next`; on a covered failure returns the handler's result instead and marks the context.
   template <class Ctx, class Next>
   auto run(Ctx& ctx, Next&& next) -> std::invoke_result_t<Next&> {
-    using R = std::invoke_result_t<Next&>;
-    R r = next();
+    return recover(ctx, next());
+  }
+
+  // Returns `r`, or the handler's substitute when `r` is a covered failure (marking the context).
+  // The step of `run` after the call, shared with asynchronous drivers.
+  template <class Ctx, class R>
+  R recover(Ctx& ctx, R r) {
     if (status_of(r).ok() || !covers(when_, ctx.reason(), ctx.rejected())) return r;
     ctx.set_fallback_used();
     return substitute<R>(status_of(r), ctx.reason());

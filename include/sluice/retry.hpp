@@ -230,50 +230,83 @@ class retry {
   template <class Ctx, class Next>
   auto run(Ctx& ctx, Next&& next) -> std::invoke_result_t<Next&> {
     using R = std::invoke_result_t<Next&>;
-    budget_->record_call();
-    detail::fast_rng seeded(opts_.jitter_seed);
-    std::chrono::nanoseconds previous = opts_.delay.initial;
-    const sluice::deadline<Clock> d = ctx.deadline();
+    call_state st = start_call(ctx);
     for (int attempt = 1;; ++attempt) {
-      if (!d.fits(clock_.now(), opts_.min_attempt_time)) {
-        return reject<R>(ctx, reason::deadline_exceeded);
-      }
-      ctx.begin_attempt(attempt);
-      std::optional<R> result;
+      if (!begin_attempt(ctx, st, attempt)) return reject<R>(ctx, reason::deadline_exceeded);
+      std::optional<typename Clock::time_point> wake;
       if (opts_.retry_on_exception) {
         try {
-          result.emplace(next());
+          R r = next();
+          wake = after_attempt(ctx, st, attempt, r);
+          if (!wake) return r;
         } catch (...) {
-          std::exception_ptr e = std::current_exception();
-          if (!opts_.retry_on_exception(e) || attempt >= opts_.max_attempts) throw;
-          budget_->record_failure();
-          const auto t = plan_sleep(ctx, d, attempt, previous, seeded,
-                                    opts_.honour_retry_after
-                                        ? hint_of(ctx, absl::OkStatus())
-                                        : std::nullopt);
-          if (!t) throw;
-          detail::sleep_until(clock_, *t);
-          continue;
+          wake = after_exception(ctx, st, attempt, std::current_exception());
+          if (!wake) throw;
         }
       } else {
-        result.emplace(next());
+        R r = next();
+        wake = after_attempt(ctx, st, attempt, r);
+        if (!wake) return r;
       }
-      R& r = *result;
-      if (ctx.rejected() && ctx.reason() != reason::timeout) {
-        return std::move(r);  // an inner policy refused: nothing the dependency said to count
-      }
-      if (!should_retry(ctx, r)) {
-        budget_->record_success();
-        return std::move(r);
-      }
-      budget_->record_failure();
-      if (attempt >= opts_.max_attempts) return std::move(r);
-      std::optional<std::chrono::nanoseconds> hint;
-      if (opts_.honour_retry_after) hint = hint_of(ctx, status_of(r));
-      const auto t = plan_sleep(ctx, d, attempt, previous, seeded, hint);
-      if (!t) return std::move(r);
-      detail::sleep_until(clock_, *t);
+      detail::sleep_until(clock_, *wake);
     }
+  }
+
+  // The steps of `run`, public so that asynchronous drivers (sluice/asio/pipeline.hpp) share the
+  // decisions and only wait differently. Per-call state:
+  struct call_state {
+    sluice::deadline<Clock> deadline;
+    std::chrono::nanoseconds previous;
+    detail::fast_rng rng;
+  };
+
+  // Starts a call: counts it in the budget and captures the context's deadline.
+  template <class Ctx>
+  call_state start_call(const Ctx& ctx) {
+    budget_->record_call();
+    return call_state{ctx.deadline(), opts_.delay.initial, detail::fast_rng(opts_.jitter_seed)};
+  }
+
+  // Returns whether attempt `attempt` may start (the deadline fits `min_attempt_time`) and, if so,
+  // begins it in `ctx`. When false, the caller returns `reject<R>(ctx, deadline_exceeded)`.
+  template <class Ctx>
+  bool begin_attempt(Ctx& ctx, const call_state& st, int attempt) const {
+    if (!st.deadline.fits(clock_.now(), opts_.min_attempt_time)) return false;
+    ctx.begin_attempt(attempt);
+    return true;
+  }
+
+  // Judges the result of attempt `attempt`: nothing when the call is over (return `r`), else the
+  // time to sleep until before the next attempt. Updates the budget and the context's reason.
+  template <class Ctx, class R>
+  std::optional<typename Clock::time_point> after_attempt(Ctx& ctx, call_state& st, int attempt,
+                                                          const R& r) {
+    if (ctx.rejected() && ctx.reason() != reason::timeout) {
+      return std::nullopt;  // an inner policy refused: nothing the dependency said to count
+    }
+    if (!should_retry(ctx, r)) {
+      budget_->record_success();
+      return std::nullopt;
+    }
+    budget_->record_failure();
+    if (attempt >= opts_.max_attempts) return std::nullopt;
+    std::optional<std::chrono::nanoseconds> hint;
+    if (opts_.honour_retry_after) hint = hint_of(ctx, status_of(r));
+    return plan_sleep(ctx, st, attempt, hint);
+  }
+
+  // Judges an exception thrown by attempt `attempt`: nothing when it must propagate, else the time
+  // to sleep until before the next attempt.
+  template <class Ctx>
+  std::optional<typename Clock::time_point> after_exception(Ctx& ctx, call_state& st,
+                                                            int attempt, std::exception_ptr e) {
+    if (!opts_.retry_on_exception || !opts_.retry_on_exception(e) ||
+        attempt >= opts_.max_attempts) {
+      return std::nullopt;
+    }
+    budget_->record_failure();
+    return plan_sleep(ctx, st, attempt,
+                      opts_.honour_retry_after ? hint_of(ctx, absl::OkStatus()) : std::nullopt);
   }
 
  private:
@@ -312,18 +345,17 @@ class retry {
   // (recording the reason in `ctx`).
   template <class Ctx>
   std::optional<typename Clock::time_point> plan_sleep(
-      Ctx& ctx, sluice::deadline<Clock> d, int attempt, std::chrono::nanoseconds& previous,
-      detail::fast_rng& seeded, std::optional<std::chrono::nanoseconds> hint) {
+      Ctx& ctx, call_state& st, int attempt, std::optional<std::chrono::nanoseconds> hint) {
     std::chrono::nanoseconds delay =
-        opts_.jitter_seed != 0 ? opts_.delay.next(attempt, previous, seeded)
-                               : opts_.delay.next(attempt, previous, detail::thread_rng());
-    previous = delay;
+        opts_.jitter_seed != 0 ? opts_.delay.next(attempt, st.previous, st.rng)
+                               : opts_.delay.next(attempt, st.previous, detail::thread_rng());
+    st.previous = delay;
     if (hint) {
       if (*hint > opts_.max_retry_after) return std::nullopt;
       delay = std::max(delay, *hint);
     }
     const auto now = clock_.now();
-    if (!d.fits(now, delay + opts_.min_attempt_time)) {
+    if (!st.deadline.fits(now, delay + opts_.min_attempt_time)) {
       ctx.set_reason(reason::deadline_exceeded, false);
       return std::nullopt;
     }

@@ -1,0 +1,342 @@
+// sluice/asio/pipeline.hpp
+//
+// `sluice::asio::pipeline` runs an asynchronous operation through resilience policies, for Asio
+// code: the same policies as `sluice::pipeline` (sluice/pipeline.hpp), composed at compile time,
+// first policy outermost, but waiting without blocking a thread:
+//
+//   sluice::retry         backoff sleeps are `steady_timer` waits
+//   sluice::timeout,      the limit REALLY cancels the inner operation (sluice/asio/timeout.hpp)
+//   sluice::asio::timeout
+//   sluice::breaker_ref   a permit is held across the operation; a cancelled operation releases
+//                         it as ignored, so a cancelled probe frees its half-open slot
+//   sluice::bulkhead_ref  fails fast when full (it never queues here: queueing would block the
+//                         event loop's thread)
+//   sluice::fallback      as in the synchronous pipeline
+//   anything with `async_run(ctx, next)` returning an awaitable
+//
+// The operation is a callable taking nothing or a `sluice::call_context<>&` and returning
+// `boost::asio::awaitable<X>`, where X is T, absl::StatusOr<T>, absl::Status or void.
+//
+//   co_await p.async_execute(op, use_awaitable)             -> T (throws system_error on error)
+//   p.async_execute(op, deadline, [](error_code ec, T v) {...})
+//   p.async_execute(op, use_future) / deferred / as_tuple(use_awaitable) ...
+//
+// Completion signature: void(boost::system::error_code, T) for operations with a value, and
+// void(boost::system::error_code) for operations returning absl::Status or void. The error is a
+// `sluice::asio::error` mirroring the status code (unavailable: breaker open; resource_exhausted:
+// bulkhead full; deadline_exceeded: deadline or timeout; cancelled: the operation was cancelled),
+// or the operation's own status code. On error, T is value-initialised. An exception escaping the
+// operation completes with `sluice::asio::error::unknown` (a boost::system::system_error keeps
+// its code). The handler is never invoked from inside `async_execute`; it is invoked through its
+// associated executor, and the pipeline keeps work on that executor while the operation runs.
+//
+// Cancellation: the handler's associated cancellation slot cancels the whole operation (terminal
+// cancellation reaches the inner operation, backoff timers and timeout races); the completion is
+// then `sluice::asio::error::cancelled`. A finite deadline cancels the inner operation when it
+// passes.
+//
+// Thread safety: `async_execute` may be called concurrently. The pipeline, and the breakers and
+//                bulkheads it refers to, must outlive every operation started on it.
+// Time: std::chrono::steady_clock: timed policies must use it.
+//
+// Example:
+//   auto p = sluice::asio::pipeline(io.get_executor(),
+//                                   sluice::retry({.max_attempts = 3}),
+//                                   sluice::asio::timeout(std::chrono::milliseconds(200)));
+//   std::string body = co_await p.async_execute(
+//       [&]() -> net::awaitable<absl::StatusOr<std::string>> { co_return co_await fetch(); },
+//       net::use_awaitable);
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "sluice/asio/error.hpp"
+#include "sluice/asio/timeout.hpp"
+#include "sluice/bulkhead.hpp"
+#include "sluice/deadline.hpp"
+#include "sluice/fallback.hpp"
+#include "sluice/pipeline.hpp"
+#include "sluice/policy.hpp"
+#include "sluice/retry.hpp"
+#include "sluice/timeout.hpp"
+
+namespace sluice::asio {
+
+namespace detail {
+
+template <class A>
+struct awaitable_value;
+template <class T, class Executor>
+struct awaitable_value<boost::asio::awaitable<T, Executor>> {
+  using type = T;
+};
+
+template <class F, class Ctx>
+decltype(auto) start_operation(F& fn, Ctx& ctx) {
+  if constexpr (std::is_invocable_v<F&, Ctx&>) {
+    return fn(ctx);
+  } else {
+    return fn();
+  }
+}
+
+// The raw value type the operation's awaitable produces.
+template <class F, class Ctx>
+using raw_value_t = typename awaitable_value<
+    std::remove_cvref_t<decltype(start_operation(std::declval<F&>(), std::declval<Ctx&>()))>>::type;
+
+// The normalised result (absl::StatusOr<T> or absl::Status) of the operation.
+template <class F, class Ctx>
+using async_result_t = typename sluice::detail::normalize_result<raw_value_t<F, Ctx>>::type;
+
+// Awaits the operation and normalises its value.
+template <class R, class F, class Ctx>
+boost::asio::awaitable<R> invoke_operation(F& fn, Ctx& ctx) {
+  if constexpr (std::is_void_v<raw_value_t<F, Ctx>>) {
+    co_await start_operation(fn, ctx);
+    co_return absl::OkStatus();
+  } else {
+    co_return R(co_await start_operation(fn, ctx));
+  }
+}
+
+template <class R>
+struct completion;
+template <class T>
+struct completion<absl::StatusOr<T>> {
+  static_assert(std::is_default_constructible_v<T>,
+                "async_execute completes with (error_code, T): T must be default-constructible");
+  using signature = void(boost::system::error_code, T);
+};
+template <>
+struct completion<absl::Status> {
+  using signature = void(boost::system::error_code);
+};
+
+// Converts what the coroutine produced into the completion's error_code.
+inline boost::system::error_code error_of(const std::exception_ptr& e, const absl::Status& s) {
+  if (!e) return to_error_code(s);
+  try {
+    std::rethrow_exception(e);
+  } catch (const boost::system::system_error& err) {
+    if (err.code() == boost::asio::error::operation_aborted) return make_error_code(error::cancelled);
+    return err.code();
+  } catch (...) {
+    return make_error_code(error::unknown);
+  }
+}
+
+// Async adapters: the asynchronous form of each synchronous policy's `run`.
+
+template <class P, class Ctx, class Next>
+auto async_run(P& p, Ctx& ctx, Next next) -> std::invoke_result_t<Next&>
+  requires requires { p.async_run(ctx, std::move(next)); }
+{
+  return p.async_run(ctx, std::move(next));
+}
+
+template <class Ctx, class Next>
+auto async_run(sluice::timeout<std::chrono::steady_clock>& p, Ctx& ctx, Next next)
+    -> std::invoke_result_t<Next&> {
+  return run_with_limit(ctx, std::move(next), p.limit());
+}
+
+template <class Handler, class Ctx, class Next>
+auto async_run(sluice::fallback<Handler>& p, Ctx& ctx, Next next) -> std::invoke_result_t<Next&> {
+  co_return p.recover(ctx, co_await next());
+}
+
+template <class Ctx, class Next>
+auto async_run(sluice::bulkhead_ref<std::chrono::steady_clock>& p, Ctx& ctx, Next next)
+    -> std::invoke_result_t<Next&> {
+  using R = typename std::invoke_result_t<Next&>::value_type;
+  auto acquired = p.get().try_acquire();
+  if (!acquired) co_return reject<R>(ctx, reason::bulkhead_full);
+  co_return co_await next();  // the permit lives in this frame until the operation is over
+}
+
+template <class Breaker, class Ctx, class Next>
+auto async_run(sluice::breaker_ref<Breaker>& p, Ctx& ctx, Next next)
+    -> std::invoke_result_t<Next&> {
+  using R = typename std::invoke_result_t<Next&>::value_type;
+  auto acquired = p.breaker().try_acquire();
+  if (!acquired) co_return reject<R>(ctx, reason::breaker_open);
+  std::exception_ptr error;
+  std::optional<R> result;
+  try {
+    result.emplace(co_await next());
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (error) {
+    if (is_cancellation(error)) {
+      acquired->record_ignored();  // a cancelled call says nothing about the dependency
+    } else {
+      acquired->record_failure();
+    }
+    std::rethrow_exception(error);
+  }
+  if (ctx.rejected() && ctx.reason() != reason::timeout) {
+    acquired->record_ignored();
+  } else {
+    acquired->record(status_of(*result));
+  }
+  co_return std::move(*result);
+}
+
+template <class Budget, class Pred, class Ctx, class Next>
+auto async_run(sluice::retry<std::chrono::steady_clock, Budget, Pred>& p, Ctx& ctx, Next next)
+    -> std::invoke_result_t<Next&> {
+  using R = typename std::invoke_result_t<Next&>::value_type;
+  auto st = p.start_call(ctx);
+  for (int attempt = 1;; ++attempt) {
+    if (!p.begin_attempt(ctx, st, attempt)) co_return reject<R>(ctx, reason::deadline_exceeded);
+    std::exception_ptr error;
+    std::optional<R> result;
+    try {
+      result.emplace(co_await next());
+    } catch (...) {
+      error = std::current_exception();
+    }
+    std::optional<std::chrono::steady_clock::time_point> wake;
+    if (error) {
+      if (!is_cancellation(error)) wake = p.after_exception(ctx, st, attempt, error);
+      if (!wake) std::rethrow_exception(error);
+    } else {
+      wake = p.after_attempt(ctx, st, attempt, *result);
+      if (!wake) co_return std::move(*result);
+    }
+    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, *wake);
+    co_await timer.async_wait(boost::asio::use_awaitable);
+  }
+}
+
+}  // namespace detail
+
+// Policies composed for asynchronous operations; see the top of this header.
+template <class... Policies>
+class pipeline {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+  using clock_type = std::chrono::steady_clock;
+  using context = call_context<clock_type>;
+
+  // Creates the pipeline; operations run on `ex` (their coroutines and timers). The first policy
+  // is the outermost.
+  template <class Executor>
+  explicit pipeline(const Executor& ex, Policies... policies)
+      : ex_(ex), policies_(std::move(policies)...) {}
+
+  // Returns the executor operations run on.
+  executor_type get_executor() const noexcept { return ex_; }
+
+  // Returns the I-th policy.
+  template <std::size_t I>
+  auto& get() noexcept {
+    return std::get<I>(policies_);
+  }
+
+  // Starts `fn` through every policy with no deadline; completes with `token` (see the top).
+  template <class F, class CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+    requires(!std::is_same_v<std::decay_t<CompletionToken>, sluice::deadline<clock_type>>)
+  auto async_execute(F fn, CompletionToken&& token = {}) {
+    return async_execute(std::move(fn), sluice::deadline<clock_type>(),
+                         std::forward<CompletionToken>(token));
+  }
+
+  // Starts `fn` through every policy; the deadline `d` cancels it when it passes.
+  template <class F, class CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto async_execute(F fn, sluice::deadline<clock_type> d, CompletionToken&& token = {}) {
+    using R = detail::async_result_t<F, context>;
+    return boost::asio::async_initiate<CompletionToken, typename detail::completion<R>::signature>(
+        initiate{this}, token, std::move(fn), d);
+  }
+
+ private:
+  struct initiate {
+    pipeline* self;
+
+    template <class Handler, class F>
+    void operator()(Handler&& handler, F fn, sluice::deadline<clock_type> d) const {
+      using R = detail::async_result_t<F, context>;
+      auto slot = boost::asio::get_associated_cancellation_slot(handler);
+      auto work = boost::asio::make_work_guard(
+          boost::asio::get_associated_executor(handler, self->ex_));
+      boost::asio::co_spawn(
+          self->ex_, self->template run_async<R>(std::move(fn), d),
+          boost::asio::bind_cancellation_slot(
+              slot, [h = std::forward<Handler>(handler), work = std::move(work)](
+                        std::exception_ptr e, R r) mutable {
+                const boost::system::error_code ec = detail::error_of(e, status_of(r));
+                auto ex = work.get_executor();
+                work.reset();
+                if constexpr (std::is_same_v<R, absl::Status>) {
+                  boost::asio::dispatch(ex, [h = std::move(h), ec]() mutable { std::move(h)(ec); });
+                } else {
+                  using T = typename R::value_type;
+                  T value{};
+                  if (!ec && r.ok()) value = std::move(*r);
+                  boost::asio::dispatch(ex, [h = std::move(h), ec, v = std::move(value)]() mutable {
+                    std::move(h)(ec, std::move(v));
+                  });
+                }
+              }));
+    }
+  };
+
+  template <class R, class F>
+  boost::asio::awaitable<R> run_async(F fn, sluice::deadline<clock_type> d) {
+    context ctx(clock_, d);
+    auto call = [&]() { return detail::invoke_operation<R>(fn, ctx); };
+    R r = R(absl::UnknownError("sluice: unset"));
+    if (d.is_infinite()) {
+      r = co_await step<0, R>(ctx, call);
+    } else {
+      std::optional<R> finished = co_await detail::race_until(step<0, R>(ctx, call), d.time());
+      r = finished ? std::move(*finished) : reject<R>(ctx, reason::deadline_exceeded);
+    }
+    if (ctx.rejected() && !status_of(r).ok()) r = R(to_status(ctx.reason()));
+    co_return r;
+  }
+
+  template <std::size_t I, class R, class Call>
+  boost::asio::awaitable<R> step(context& ctx, Call& call) {
+    if constexpr (I == sizeof...(Policies)) {
+      co_return co_await call();
+    } else {
+      co_return co_await detail::async_run(std::get<I>(policies_), ctx,
+                                           [this, &ctx, &call] { return step<I + 1, R>(ctx, call); });
+    }
+  }
+
+  executor_type ex_;
+  std::tuple<Policies...> policies_;
+  clock_type clock_{};
+};
+
+template <class Executor, class... Policies>
+pipeline(const Executor&, Policies...) -> pipeline<Policies...>;
+
+}  // namespace sluice::asio

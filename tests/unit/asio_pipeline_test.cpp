@@ -1,0 +1,258 @@
+#include <sluice/asio/pipeline.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <string>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <sluice/asio/error.hpp>
+#include <sluice/asio/timeout.hpp>
+#include <sluice/bulkhead.hpp>
+#include <sluice/fallback.hpp>
+#include <sluice/retry.hpp>
+#include <sluice/timeout.hpp>
+
+#include "catch.hpp"
+
+namespace net = boost::asio;
+using namespace std::chrono_literals;
+using boost::system::error_code;
+
+namespace {
+
+// An operation that waits on a timer for `d` and reports whether it was cancelled.
+struct slow_op {
+  std::chrono::nanoseconds d;
+  bool* cancelled;
+  net::awaitable<absl::StatusOr<int>> operator()() const {
+    net::steady_timer timer(co_await net::this_coro::executor, d);
+    auto [ec] = co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+    if (ec == net::error::operation_aborted) {
+      *cancelled = true;
+      co_return absl::CancelledError("cancelled");
+    }
+    co_return 1;
+  }
+};
+
+struct fake_breaker {
+  bool open = false;
+  int successes = 0, failures = 0, ignored = 0;
+  struct permit {
+    fake_breaker* b;
+    void record(const absl::Status& s) { s.ok() ? ++b->successes : ++b->failures; }
+    void record_failure() { ++b->failures; }
+    void record_ignored() { ++b->ignored; }
+  };
+  struct result {
+    permit p;
+    bool granted;
+    explicit operator bool() const { return granted; }
+    permit* operator->() { return &p; }
+  };
+  result try_acquire() { return {permit{this}, !open}; }
+};
+
+}  // namespace
+
+TEST_CASE("asio_pipeline: co_await with use_awaitable", "[asio_pipeline]") {
+  net::io_context io;
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::retry({.max_attempts = 2}));
+  int got = 0;
+  net::co_spawn(
+      io,
+      [&]() -> net::awaitable<void> {
+        got = co_await p.async_execute([]() -> net::awaitable<int> { co_return 41; },
+                                       net::use_awaitable);
+        ++got;
+      },
+      net::detached);
+  io.run();
+  CHECK(got == 42);
+}
+
+TEST_CASE("asio_pipeline: a callback is never invoked inside async_execute", "[asio_pipeline]") {
+  net::io_context io;
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::fallback(std::string("fallback")));
+  bool called = false;
+  error_code got_ec = sluice::asio::make_error_code(sluice::asio::error::unknown);
+  std::string got;
+  p.async_execute([]() -> net::awaitable<std::string> { co_return "hi"; },
+                  [&](error_code ec, std::string v) {
+                    called = true;
+                    got_ec = ec;
+                    got = std::move(v);
+                  });
+  CHECK_FALSE(called);
+  io.run();
+  CHECK(called);
+  CHECK_FALSE(got_ec);
+  CHECK(got == "hi");
+}
+
+TEST_CASE("asio_pipeline: use_future and deferred tokens", "[asio_pipeline]") {
+  net::io_context io;
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::retry({.max_attempts = 1}));
+  std::future<int> f =
+      p.async_execute([]() -> net::awaitable<absl::StatusOr<int>> { co_return 7; }, net::use_future);
+  auto op = p.async_execute([]() -> net::awaitable<int> { co_return 8; }, net::deferred);
+  int deferred_value = 0;
+  std::move(op)([&](error_code ec, int v) {
+    CHECK_FALSE(ec);
+    deferred_value = v;
+  });
+  io.run();
+  CHECK(f.get() == 7);
+  CHECK(deferred_value == 8);
+}
+
+TEST_CASE("asio_pipeline: operations without a value complete with an error_code only",
+          "[asio_pipeline]") {
+  net::io_context io;
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::retry({.max_attempts = 1}));
+  error_code a = sluice::asio::make_error_code(sluice::asio::error::unknown), b;
+  p.async_execute([]() -> net::awaitable<void> { co_return; }, [&](error_code ec) { a = ec; });
+  p.async_execute([]() -> net::awaitable<absl::Status> { co_return absl::NotFoundError("x"); },
+                  [&](error_code ec) { b = ec; });
+  io.run();
+  CHECK_FALSE(a);
+  CHECK(b == sluice::asio::error::not_found);
+}
+
+TEST_CASE("asio_pipeline: the timeout really cancels the inner operation", "[asio_pipeline]") {
+  net::io_context io;
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::asio::timeout(5ms));
+  bool cancelled = false;
+  error_code got;
+  const auto start = std::chrono::steady_clock::now();
+  p.async_execute(slow_op{10s, &cancelled}, [&](error_code ec, int) { got = ec; });
+  io.run();  // returns only when nothing is left running: the 10 s wait must be gone
+  CHECK(got == sluice::asio::error::deadline_exceeded);
+  CHECK(cancelled);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+}
+
+TEST_CASE("asio_pipeline: the synchronous timeout type cancels too, and is retried",
+          "[asio_pipeline]") {
+  net::io_context io;
+  auto p = sluice::asio::pipeline(
+      io.get_executor(),
+      sluice::retry({.max_attempts = 3, .delay = sluice::backoff::constant(1ms)}),
+      sluice::timeout(5ms));
+  int attempts = 0;
+  bool cancelled = false;
+  int got = 0;
+  p.async_execute(
+      [&](sluice::call_context<>& ctx) -> net::awaitable<absl::StatusOr<int>> {
+        ++attempts;
+        CHECK(ctx.attempt() == attempts);
+        if (attempts == 1) co_return co_await slow_op{10s, &cancelled}();
+        co_return 9;
+      },
+      [&](error_code ec, int v) {
+        CHECK_FALSE(ec);
+        got = v;
+      });
+  io.run();
+  CHECK(cancelled);
+  CHECK(attempts == 2);
+  CHECK(got == 9);
+}
+
+TEST_CASE("asio_pipeline: the deadline cancels the whole operation", "[asio_pipeline]") {
+  net::io_context io;
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::retry({.max_attempts = 5}));
+  bool cancelled = false;
+  error_code got;
+  p.async_execute(slow_op{10s, &cancelled}, sluice::deadline<>::after(std::chrono::steady_clock{}, 5ms),
+                  [&](error_code ec, int) { got = ec; });
+  io.run();
+  CHECK(got == sluice::asio::error::deadline_exceeded);
+  CHECK(cancelled);
+}
+
+TEST_CASE("asio_pipeline: retry waits on a timer between attempts", "[asio_pipeline]") {
+  net::io_context io;
+  auto p = sluice::asio::pipeline(
+      io.get_executor(),
+      sluice::retry({.max_attempts = 4, .delay = sluice::backoff::exponential(1ms, 4ms)}));
+  int attempts = 0;
+  std::optional<int> got;
+  p.async_execute(
+      [&]() -> net::awaitable<absl::StatusOr<int>> {
+        if (++attempts < 3) co_return absl::UnavailableError("flaky");
+        co_return attempts;
+      },
+      [&](error_code ec, int v) {
+        CHECK_FALSE(ec);
+        got = v;
+      });
+  // Before the loop runs, nothing has happened: the first attempt starts on the executor.
+  CHECK(attempts == 0);
+  io.run();
+  CHECK(got == 3);
+}
+
+TEST_CASE("asio_pipeline: typed rejections become sluice errors", "[asio_pipeline]") {
+  net::io_context io;
+  fake_breaker breaker;
+  sluice::bulkhead<> slots({.max_concurrent = 1});
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::breaker_ref(breaker),
+                                  sluice::bulkhead_ref(slots));
+  auto op = []() -> net::awaitable<int> { co_return 1; };
+  error_code full, open;
+  auto held = slots.try_acquire();
+  p.async_execute(op, [&](error_code ec, int) { full = ec; });
+  io.run();
+  CHECK(full == sluice::asio::error::resource_exhausted);
+  CHECK(breaker.ignored == 1);  // a bulkhead refusal says nothing about the dependency
+  breaker.open = true;
+  io.restart();
+  p.async_execute(op, [&](error_code ec, int) { open = ec; });
+  io.run();
+  CHECK(open == sluice::asio::error::unavailable);
+  CHECK(sluice::asio::to_status(open).code() == absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("asio_pipeline: cancelling through the handler's slot stops the operation",
+          "[asio_pipeline]") {
+  net::io_context io;
+  fake_breaker breaker;
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::breaker_ref(breaker));
+  net::cancellation_signal signal;
+  bool cancelled = false;
+  error_code got;
+  p.async_execute(slow_op{10s, &cancelled},
+                  net::bind_cancellation_slot(signal.slot(), [&](error_code ec, int) { got = ec; }));
+  net::steady_timer later(io, 2ms);
+  later.async_wait([&](error_code) { signal.emit(net::cancellation_type::terminal); });
+  io.run();
+  CHECK(cancelled);
+  // The operation saw the cancellation and returned Cancelled itself.
+  CHECK(got == sluice::asio::error::cancelled);
+}
+
+TEST_CASE("asio_pipeline: exceptions complete with an error", "[asio_pipeline]") {
+  net::io_context io;
+  fake_breaker breaker;
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::breaker_ref(breaker));
+  error_code got;
+  p.async_execute([]() -> net::awaitable<int> {
+    throw std::runtime_error("boom");
+    co_return 1;
+  }, [&](error_code ec, int) { got = ec; });
+  io.run();
+  CHECK(got == sluice::asio::error::unknown);
+  CHECK(breaker.failures == 1);
+}
