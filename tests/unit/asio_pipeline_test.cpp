@@ -19,6 +19,7 @@
 #include <sluice/asio/error.hpp>
 #include <sluice/asio/timeout.hpp>
 #include <sluice/bulkhead.hpp>
+#include <sluice/circuit_breaker.hpp>
 #include <sluice/fallback.hpp>
 #include <sluice/retry.hpp>
 #include <sluice/timeout.hpp>
@@ -255,4 +256,51 @@ TEST_CASE("asio_pipeline: exceptions complete with an error", "[asio_pipeline]")
   io.run();
   CHECK(got == sluice::asio::error::unknown);
   CHECK(breaker.failures == 1);
+}
+
+TEST_CASE("asio_pipeline: a cancelled probe of the real breaker frees its permit",
+          "[asio_pipeline]") {
+  net::io_context io;
+  sluice::circuit_breaker_options o;
+  o.window.window_size = 4;
+  o.minimum_calls = 2;
+  o.half_open_probes = 1;
+  o.open_duration = 1ms;
+  o.max_open_duration = 1ms;
+  o.open_duration_jitter = 0.0;
+  sluice::circuit_breaker<> breaker(o);
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::breaker_ref(breaker),
+                                  sluice::asio::timeout(5ms));
+  auto fail = []() -> net::awaitable<absl::Status> { co_return absl::UnavailableError("down"); };
+  p.async_execute(fail, [](error_code) {});
+  p.async_execute(fail, [](error_code) {});
+  io.run();
+  REQUIRE(breaker.state() != sluice::breaker_state::closed);
+  // Wait (on a timer) for the open duration, then send a probe that the timeout cancels.
+  io.restart();
+  bool cancelled = false;
+  error_code probe_ec;
+  net::steady_timer wait(io, 5ms);
+  wait.async_wait([&](error_code) {
+    p.async_execute([&]() -> net::awaitable<absl::Status> {
+      bool c = false;
+      auto r = co_await slow_op{10s, &c}();
+      cancelled = c;
+      co_return r.status();
+    }, [&](error_code ec) { probe_ec = ec; });
+  });
+  io.run();
+  CHECK(cancelled);
+  CHECK(probe_ec == sluice::asio::error::deadline_exceeded);
+  // The probe's outcome (a timeout, a failure) was recorded, so the breaker is not stuck in
+  // half-open with its only permit out: it re-opened, and after the open duration admits a probe.
+  io.restart();
+  error_code next_ec = sluice::asio::make_error_code(sluice::asio::error::unknown);
+  net::steady_timer again(io, 5ms);
+  again.async_wait([&](error_code) {
+    p.async_execute([]() -> net::awaitable<absl::Status> { co_return absl::OkStatus(); },
+                    [&](error_code ec) { next_ec = ec; });
+  });
+  io.run();
+  CHECK_FALSE(next_ec);
 }

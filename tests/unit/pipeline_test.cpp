@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <sluice/bulkhead.hpp>
+#include <sluice/circuit_breaker.hpp>
 #include <sluice/fallback.hpp>
 #include <sluice/retry.hpp>
 #include <sluice/retry_budget.hpp>
@@ -262,4 +263,104 @@ TEST_CASE("pipeline: the hot path allocates nothing", "[pipeline]") {
     CHECK(o.reason == sluice::reason::breaker_open);
   }
   CHECK(reject_scope.allocations() == 0);
+}
+
+namespace {
+sluice::circuit_breaker_options small_breaker() {
+  sluice::circuit_breaker_options o;
+  o.window.window_size = 10;
+  o.minimum_calls = 4;
+  o.failure_rate_threshold = 0.5;
+  o.half_open_probes = 2;
+  o.open_duration = 1s;
+  o.max_open_duration = 1s;
+  o.open_duration_jitter = 0.0;
+  return o;
+}
+}  // namespace
+
+TEST_CASE("pipeline: composes the real circuit breaker", "[pipeline]") {
+  manual clock;
+  sluice::circuit_breaker<manual> breaker(small_breaker(), clock);
+  sluice::bulkhead<manual> slots({.max_concurrent = 1}, clock);
+  auto p = sluice::pipeline(
+      sluice::fallback(-1, sluice::fallback_on::breaker_open),
+      sluice::retry({.max_attempts = 2, .delay = sluice::backoff::constant(10ms)}, clock),
+      sluice::breaker_ref(breaker), sluice::bulkhead_ref(slots), sluice::timeout(1s, clock));
+  STATIC_REQUIRE(std::is_same_v<decltype(p)::clock_type, manual>);
+  int calls = 0;
+  auto down = [&]() -> absl::StatusOr<int> {
+    ++calls;
+    return absl::UnavailableError("down");
+  };
+  auto up = [&]() -> absl::StatusOr<int> { return ++calls; };
+
+  // A full bulkhead inside the breaker is recorded as ignored: it says nothing about the
+  // dependency and must not trip the breaker.
+  {
+    auto held = slots.try_acquire();
+    for (int i = 0; i < 10; ++i) {
+      auto o = p.execute_outcome(up);
+      CHECK(o.reason == sluice::reason::bulkhead_full);
+      CHECK_FALSE(o.fallback_used);
+    }
+  }
+  CHECK(breaker.state() == sluice::breaker_state::closed);
+  CHECK(breaker.metrics().ignored_calls == 10);
+  CHECK(calls == 0);
+
+  // Two calls, each retried once: four failures trip the breaker.
+  for (int i = 0; i < 2; ++i) {
+    auto o = p.execute_outcome(down);
+    CHECK(o.attempts == 2);
+    CHECK(o.result.status().code() == absl::StatusCode::kUnavailable);
+  }
+  CHECK(calls == 4);
+  CHECK(breaker.state() == sluice::breaker_state::open);
+
+  // Open: rejected without calling, not retried, answered by the fallback.
+  auto rejected = p.execute_outcome(up);
+  CHECK(calls == 4);
+  CHECK(rejected.reason == sluice::reason::breaker_open);
+  CHECK(rejected.attempts == 1);
+  CHECK(rejected.fallback_used);
+  REQUIRE(rejected.ok());
+  CHECK(*rejected.result == -1);
+  CHECK(breaker.metrics().rejected_calls >= 1);
+
+  // After the open duration the probes go through and close it again.
+  clock.advance(1s);
+  CHECK(breaker.state() == sluice::breaker_state::half_open);
+  CHECK(p.execute(up).ok());
+  CHECK(p.execute(up).ok());
+  CHECK(breaker.state() == sluice::breaker_state::closed);
+  const int before = calls;
+  auto fine = p.execute_outcome(up);
+  REQUIRE(fine.ok());
+  CHECK(*fine.result == before + 1);
+  CHECK_FALSE(fine.fallback_used);
+  CHECK(fine.reason == sluice::reason::none);
+}
+
+TEST_CASE("pipeline: the real breaker's closed and open paths allocate nothing", "[pipeline]") {
+  manual clock;
+  sluice::circuit_breaker<manual> breaker(small_breaker(), clock);
+  auto p = sluice::pipeline(sluice::breaker_ref(breaker),
+                            sluice::retry({.max_attempts = 2, .delay = sluice::backoff::constant(1ms)},
+                                          clock));
+  auto up = [] { return 1; };
+  (void)p.execute(up);
+  {
+    sluice_test::alloc_scope scope;
+    for (int i = 0; i < 1000; ++i) CHECK(p.execute(up).ok());
+    CHECK(scope.allocations() == 0);
+  }
+  for (int i = 0; i < 10; ++i) (void)p.execute([] { return absl::UnavailableError(""); });
+  REQUIRE(breaker.state() == sluice::breaker_state::open);
+  sluice_test::alloc_scope scope;
+  for (int i = 0; i < 1000; ++i) {
+    auto o = p.execute_outcome(up);
+    CHECK(o.reason == sluice::reason::breaker_open);
+  }
+  CHECK(scope.allocations() == 0);
 }
