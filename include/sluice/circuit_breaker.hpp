@@ -570,6 +570,16 @@ class circuit_breaker {
     return detail::breaker_state_of(c.word.load(std::memory_order_acquire));
   }
 
+  // Returns whether the slow-start ramp still limits admissions (the flag is cleared by the first
+  // call after the ramp has ended).
+  bool ramping() const noexcept {
+    // Acquire: as try_acquire.
+    return (core_->word.load(std::memory_order_acquire) & detail::breaker_ramp_bit) != 0;
+  }
+
+  // Returns a snapshot of the closed-state window (see health_recorder::snapshot for its cost).
+  health_snapshot window() const noexcept { return core_->window.snapshot(); }
+
   // Returns the counters and the window. Cost O(stripes) plus a window snapshot; takes the lock.
   breaker_metrics metrics() const {
     core& c = *core_;
