@@ -45,6 +45,7 @@
 #include <functional>
 #include <initializer_list>
 #include <optional>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -248,7 +249,7 @@ class retry {
         wake = after_attempt(ctx, st, attempt, r);
         if (!wake) return r;
       }
-      detail::sleep_until(clock_, *wake);
+      sleep_until(*wake);
     }
   }
 
@@ -310,6 +311,19 @@ class retry {
   }
 
  private:
+  // Sleeps until `t`: through the clock's own sleep_until (manual clocks: simulated and counted)
+  // via detail::sleep_until, else a real sleep for the remaining time. (The real-clock branch is
+  // spelled out here because detail::sleep_until's generic branch does not compile with GCC 12:
+  // `typename Clock::duration::zero()`.)
+  void sleep_until(typename Clock::time_point t) {
+    if constexpr (requires { clock_.sleep_until(t); }) {
+      detail::sleep_until(clock_, t);
+    } else {
+      const auto remaining = t - clock_.now();
+      if (remaining > Clock::duration::zero()) std::this_thread::sleep_for(remaining);
+    }
+  }
+
   static no_retry_budget& shared_no_budget() noexcept {
     static no_retry_budget none;
     return none;
