@@ -151,6 +151,18 @@ class gcra_limiter {
     }
   }
 
+  // As `try_acquire(n, now)` for callers that already serialise every call on this limiter (a
+  // keyed limiter holding its shard lock): a plain load and store instead of the CAS loop.
+  // Precondition: no other thread calls any member of this limiter concurrently.
+  rate_limit_result try_acquire_unshared(std::uint64_t n, time_point now) noexcept {
+    const detail::gcra::params p = load_params();
+    // Relaxed: the caller's own synchronisation orders these accesses.
+    const std::int64_t tat = tat_.load(std::memory_order_relaxed);
+    const detail::gcra::decision d = detail::gcra::decide(tat, to_ns(now), p, clamp_units(n));
+    if (d.outcome == detail::gcra::verdict::allowed) tat_.store(d.tat, std::memory_order_relaxed);
+    return to_result(d, p);
+  }
+
   // Reserves `n` units now, to be used after `reservation::delay()`; refused (nothing charged) if
   // n > burst or the wait would exceed `max_wait`. Lock-free; no allocation.
   reservation reserve(std::uint64_t n = 1,
@@ -192,7 +204,7 @@ class gcra_limiter {
     const auto p = to_params(opts);
     // Claim the write side: seq_ goes even -> odd. Acquire on success orders the parameter
     // stores below after the claim.
-    std::uint64_t seq = seq_.load(std::memory_order_relaxed);
+    std::uint32_t seq = seq_.load(std::memory_order_relaxed);
     for (;;) {
       if ((seq & 1U) != 0) {
         seq = seq_.load(std::memory_order_relaxed);
@@ -220,6 +232,13 @@ class gcra_limiter {
     o.period = std::chrono::nanoseconds(p.emission_interval);
     o.burst = static_cast<std::uint64_t>(p.burst);
     return o;
+  }
+
+  // Makes the limiter full again (forgets all charges and reservations). Safe concurrently; a
+  // decision racing with it sees the state before or after.
+  void reset() noexcept {
+    // Relaxed: the TAT publishes nothing else (see try_acquire).
+    tat_.store(0, std::memory_order_relaxed);
   }
 
   // Returns the units that could pass now, without charging anything.
@@ -255,13 +274,13 @@ class gcra_limiter {
     detail::gcra::params p;
     for (;;) {
       // Acquire: pairs with the release store of seq + 2 in set_limits.
-      const std::uint64_t s1 = seq_.load(std::memory_order_acquire);
+      const std::uint32_t s1 = seq_.load(std::memory_order_acquire);
       p.emission_interval = interval_.load(std::memory_order_relaxed);
       p.burst = burst_.load(std::memory_order_relaxed);
       // Acquire fence: the parameter loads above happen before the re-check of seq_; if a writer
       // touched them, the re-check sees its odd or newer value.
       std::atomic_thread_fence(std::memory_order_acquire);
-      const std::uint64_t s2 = seq_.load(std::memory_order_relaxed);
+      const std::uint32_t s2 = seq_.load(std::memory_order_relaxed);
       if (s1 == s2 && (s1 & 1U) == 0) return p;
     }
   }
@@ -297,10 +316,11 @@ class gcra_limiter {
   // line, so a keyed limiter can hold millions densely.
   // The theoretical arrival time, ns of the clock; 0 means "long ago" (a full limiter).
   std::atomic<std::int64_t> tat_{0};
-  // Sequence lock over interval_ and burst_: even = stable, odd = a writer is storing.
-  std::atomic<std::uint64_t> seq_{0};
   std::atomic<std::int64_t> interval_{1};
   std::atomic<std::int64_t> burst_{1};
+  // Sequence lock over interval_ and burst_: even = stable, odd = a writer is storing. 32 bits:
+  // a reader would need to sleep through 2^31 rate changes to be fooled by wrap-around.
+  std::atomic<std::uint32_t> seq_{0};
   Clock clock_;
 };
 
