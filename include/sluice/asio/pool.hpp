@@ -1,0 +1,268 @@
+// sluice/asio/pool.hpp
+//
+// `sluice::asio::async_acquire(pool, deadline, token)` lends a connection from a `sluice::pool`
+// to Asio code (a coroutine, a callback, a future) without blocking a thread while it waits, and
+// `sluice::asio::maintain_every(pool, executor, interval)` drives the pool's maintenance from an
+// Asio timer instead of a thread.
+//
+// Completion signature: void(boost::system::error_code, sluice::pool_lease<Connection, Clock>).
+//   The error codes are sluice::asio::error values mirroring the synchronous errors
+//   (resource_exhausted: waiter queue full; deadline_exceeded; unavailable: pool closed, factory
+//   failure or backend down), or boost::asio::error::operation_aborted when cancelled. On error
+//   the lease is empty.
+// The handler is never invoked from inside the initiating function; it runs on its associated
+// executor (for `use_awaitable`, the coroutine's), with a work guard kept on it while waiting.
+// Cancellation: terminal, partial and total. A cancelled waiter leaves the queue at once and
+// completes with operation_aborted; once a connection has been handed over, the operation
+// completes normally instead.
+// Time: the deadline is on the pool's clock; the wait is timed by a steady_timer for the time
+//   remaining on that clock when the wait starts.
+// Connects: when the pool opens a new connection for this caller (or validates an idle one),
+//   the factory runs synchronously on the handler's executor, as with a synchronous acquire: keep
+//   connects short with their deadline, or keep min_idle connections ready.
+//
+// Thread safety: as `sluice::pool`: any number of concurrent operations on one pool.
+//
+// Example:
+//   auto [ec, lease] = co_await sluice::asio::async_acquire(
+//       pool, std::chrono::milliseconds(200), boost::asio::as_tuple(boost::asio::use_awaitable));
+//   if (ec == sluice::asio::error::deadline_exceeded) co_return reply_503();
+//   (*lease)->query("...");
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <utility>
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/cancellation_type.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/system/error_code.hpp>
+
+#include "sluice/asio/error.hpp"
+#include "sluice/pool.hpp"
+
+namespace sluice::asio {
+
+namespace detail {
+
+// Internal; one asynchronous acquire: a pool waiter whose wake-ups, deadline timer and
+// cancellation all funnel into exactly one completion (decided under the pool's lock).
+template <class Connection, class Clock, class Handler>
+class acquire_op final : public sluice::detail::pool_waiter,
+                         public std::enable_shared_from_this<acquire_op<Connection, Clock, Handler>> {
+ public:
+  using core_type = sluice::detail::pool_core<Connection, Clock>;
+  using lease_type = sluice::pool_lease<Connection, Clock>;
+  using executor_type = boost::asio::associated_executor_t<Handler>;
+
+  acquire_op(Handler handler, core_type& core, typename Clock::time_point deadline,
+             acquire_site site)
+      : handler_(std::move(handler)),
+        executor_(boost::asio::get_associated_executor(handler_)),
+        work_(executor_),
+        timer_(executor_),
+        core_(core),
+        deadline_(deadline),
+        start_(core.clock().now()),
+        site_(site) {
+    core_.ref();
+  }
+  acquire_op(const acquire_op&) = delete;
+  acquire_op& operator=(const acquire_op&) = delete;
+  ~acquire_op() { core_.unref(); }
+
+  // Makes the first attempt; completes later, never inline.
+  void start() { attempt(true); }
+
+  // Called by the pool, with its lock held, after unlinking this waiter.
+  void on_wake(sluice::detail::pool_wake kind, std::uint32_t index,
+               const absl::Status& status) override {
+    timer_.cancel();
+    auto self = std::move(keep_);
+    boost::asio::post(executor_, [self = std::move(self), kind, index, status]() {
+      sluice::detail::pool_step step;
+      step.index = index;
+      step.status = status;
+      step.kind = kind == sluice::detail::pool_wake::handed   ? sluice::detail::pool_step::got
+                  : kind == sluice::detail::pool_wake::create ? sluice::detail::pool_step::create
+                                                              : sluice::detail::pool_step::failed;
+      self->act(std::move(step));
+    });
+  }
+
+ private:
+  void attempt(bool initiating) {
+    sluice::detail::pool_step step;
+    {
+      sluice::detail::mutex_lock lock(core_.mu());
+      step = core_.step_locked(this, core_.clock().now());
+      if (step.kind == sluice::detail::pool_step::enqueued) {
+        arm_locked();
+        return;
+      }
+    }
+    if (initiating) {
+      boost::asio::post(executor_, [self = this->shared_from_this(), step = std::move(step)]() mutable {
+        self->act(std::move(step));
+      });
+    } else {
+      act(std::move(step));
+    }
+  }
+
+  // Starts the deadline timer and installs the cancellation handler; the pool's lock is held, so
+  // neither can race with a wake-up.
+  void arm_locked() {
+    keep_ = this->shared_from_this();
+    const auto remaining = deadline_ - core_.clock().now();
+    timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::max(remaining, decltype(remaining)::zero())));
+    timer_.async_wait([self = this->shared_from_this()](const boost::system::error_code& ec) {
+      if (ec == boost::asio::error::operation_aborted) return;
+      self->give_up(false);
+    });
+    auto slot = boost::asio::get_associated_cancellation_slot(handler_);
+    if (slot.is_connected() && !slot.has_handler()) {
+      slot.assign([weak = this->weak_from_this()](boost::asio::cancellation_type type) {
+        if ((type & (boost::asio::cancellation_type::terminal |
+                     boost::asio::cancellation_type::partial |
+                     boost::asio::cancellation_type::total)) ==
+            boost::asio::cancellation_type::none) {
+          return;
+        }
+        if (auto self = weak.lock()) self->give_up(true);
+      });
+    }
+  }
+
+  // Leaves the queue on a timeout or a cancellation, if a wake-up did not come first.
+  void give_up(bool cancelled) {
+    std::shared_ptr<acquire_op> self;
+    {
+      sluice::detail::mutex_lock lock(core_.mu());
+      if (!core_.cancel_locked(this)) return;
+      if (cancelled) timer_.cancel();
+      self = std::move(keep_);
+    }
+    if (cancelled) {
+      complete(boost::asio::error::operation_aborted, lease_type());
+    } else {
+      complete(to_error_code(core_.timed_out(core_.clock().now() - start_)), lease_type());
+    }
+  }
+
+  void act(sluice::detail::pool_step step) {
+    lease_type lease;
+    switch (step.kind) {
+      case sluice::detail::pool_step::got:
+        if (core_.checkout(step.index, core_.clock().now(), site_, lease)) {
+          complete({}, std::move(lease));
+        } else {
+          attempt(false);  // it was closed as unusable: try again
+        }
+        return;
+      case sluice::detail::pool_step::create: {
+        const absl::Status created = core_.create_in(step.index, deadline_);
+        if (!created.ok()) {
+          complete(to_error_code(created), lease_type());
+          return;
+        }
+        core_.lend(step.index, core_.clock().now(), site_, lease);
+        complete({}, std::move(lease));
+        return;
+      }
+      case sluice::detail::pool_step::failed:
+        core_.flush_pending_event();
+        complete(to_error_code(step.status), lease_type());
+        return;
+      case sluice::detail::pool_step::enqueued:
+        return;
+    }
+  }
+
+  void complete(boost::system::error_code ec, lease_type lease) {
+    boost::asio::get_associated_cancellation_slot(handler_).clear();
+    auto work = std::move(work_);
+    boost::asio::dispatch(
+        executor_, [h = std::move(handler_), ec, lease = std::move(lease)]() mutable {
+          std::move(h)(ec, std::move(lease));
+        });
+    work.reset();
+  }
+
+  Handler handler_;
+  executor_type executor_;
+  boost::asio::executor_work_guard<executor_type> work_;
+  boost::asio::steady_timer timer_;
+  core_type& core_;
+  const typename Clock::time_point deadline_;
+  const typename Clock::time_point start_;
+  const acquire_site site_;
+  // Keeps the operation alive while it is queued (guarded by the pool's lock).
+  std::shared_ptr<acquire_op> keep_;
+};
+
+}  // namespace detail
+
+// Lends a connection from `pool`, waiting until `deadline` (on the pool's clock) without blocking
+// a thread. See the top of this file for the completion signature, cancellation and errors.
+template <class Connection, class Clock, class CompletionToken>
+auto async_acquire(sluice::pool<Connection, Clock>& pool, typename Clock::time_point deadline,
+                   CompletionToken&& token, acquire_site site = acquire_site::current()) {
+  using lease_type = sluice::pool_lease<Connection, Clock>;
+  return boost::asio::async_initiate<CompletionToken,
+                                     void(boost::system::error_code, lease_type)>(
+      [](auto handler, sluice::detail::pool_core<Connection, Clock>* core,
+         typename Clock::time_point d, acquire_site s) {
+        using op_type = detail::acquire_op<Connection, Clock, std::decay_t<decltype(handler)>>;
+        std::make_shared<op_type>(std::move(handler), *core, d, s)->start();
+      },
+      token, &pool.core(), deadline, site);
+}
+
+// Lends a connection from `pool`, waiting up to `timeout`. See the overload above.
+template <class Connection, class Clock, class Rep, class Period, class CompletionToken>
+auto async_acquire(sluice::pool<Connection, Clock>& pool,
+                   std::chrono::duration<Rep, Period> timeout, CompletionToken&& token,
+                   acquire_site site = acquire_site::current()) {
+  return async_acquire(pool,
+                       pool.core().clock().now() +
+                           std::chrono::duration_cast<typename Clock::duration>(timeout),
+                       std::forward<CompletionToken>(token), site);
+}
+
+// Runs `pool.maintain()` every `interval` on `executor` until the pool is closed or the
+// returned timer is cancelled/destroyed. The pool must outlive the timer's last wait (cancel it,
+// then let its handler run, before destroying the pool).
+template <class Connection, class Clock, class Executor>
+std::shared_ptr<boost::asio::steady_timer> maintain_every(sluice::pool<Connection, Clock>& pool,
+                                                          const Executor& executor,
+                                                          std::chrono::steady_clock::duration
+                                                              interval) {
+  auto timer = std::make_shared<boost::asio::steady_timer>(executor);
+  struct loop {
+    sluice::detail::pool_core<Connection, Clock>* core;
+    std::weak_ptr<boost::asio::steady_timer> timer;
+    std::chrono::steady_clock::duration interval;
+    void operator()(const boost::system::error_code& ec) const {
+      if (ec || core->closed()) return;
+      auto t = timer.lock();
+      if (!t) return;
+      core->maintain();
+      t->expires_after(interval);
+      t->async_wait(*this);
+    }
+  };
+  timer->expires_after(interval);
+  timer->async_wait(loop{&pool.core(), timer, interval});
+  return timer;
+}
+
+}  // namespace sluice::asio
