@@ -172,7 +172,8 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     auto slot = net::get_associated_cancellation_slot(handler);
     if (slot.is_connected()) slot.template emplace<canceller>(weak_from_this(), 0, true);
     receiver_work_ = track(handler);
-    receiver_ = std::move(handler);
+    // swap, not move-assignment: Boost 1.81's any_completion_handler::operator=(&&) recurses.
+    receiver_.swap(handler);
   }
 
   void set_pubsub() { pubsub_ = true; }
@@ -284,21 +285,20 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     std::vector<char> kinds;  // 'a' auth, 's' select, 'p' subscribe
     if (!ep.password.empty()) {
       if (ep.user.empty()) {
-        format_command_append(std::initializer_list<std::string_view>{"AUTH", ep.password}, out);
+        out.append(redis::command{"AUTH", ep.password}.wire());
       } else {
-        format_command_append(
-            std::initializer_list<std::string_view>{"AUTH", ep.user, ep.password}, out);
+        out.append(redis::command{"AUTH", ep.user, ep.password}.wire());
       }
       kinds.push_back('a');
     }
     if (ep.db != 0) {
       const std::string db = std::to_string(ep.db);
-      format_command_append(std::initializer_list<std::string_view>{"SELECT", db}, out);
+      out.append(redis::command{"SELECT", db}.wire());
       kinds.push_back('s');
     }
     if (pubsub_) {
       for (const std::string& ch : subscriptions_) {
-        format_command_append(std::initializer_list<std::string_view>{"SUBSCRIBE", ch}, out);
+        out.append(redis::command{"SUBSCRIBE", ch}.wire());
         kinds.push_back('p');
       }
     }

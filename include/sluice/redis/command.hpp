@@ -15,7 +15,8 @@
 //   redis::command get = redis::command::from_args(std::vector<std::string>{"GET", key});
 #pragma once
 
-#include <initializer_list>
+#include <array>
+#include <type_traits>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -27,9 +28,17 @@ namespace sluice::redis {
 // One encoded command (see the file comment).
 class command {
  public:
-  // Builds a command from its arguments, the command name first. Precondition: at least one.
-  command(std::initializer_list<std::string_view> args) {
-    detail::format_command_append(args, wire_);
+  // Builds a command from its arguments (anything convertible to std::string_view), the command
+  // name first: `command{"SET", key, value}`. A variadic constructor rather than an
+  // initializer_list one: GCC 12 rejects a braced list inside a co_await expression ("array used
+  // as initializer"), so `co_await conn.async_exec(command{"GET", key}, ...)` must not create one.
+  template <class... Args,
+            std::enable_if_t<(sizeof...(Args) > 0) &&
+                                 (std::is_convertible_v<const Args&, std::string_view> && ...),
+                             int> = 0>
+  command(const Args&... args) {  // NOLINT(google-explicit-constructor): reads as a literal
+    const std::array<std::string_view, sizeof...(Args)> argv{std::string_view(args)...};
+    detail::format_command_append(argv, wire_);
   }
 
   // Builds a command from any range of string-like arguments (std::string, std::string_view).

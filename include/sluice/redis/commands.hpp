@@ -23,7 +23,7 @@
 #pragma once
 
 #include <chrono>
-#include <initializer_list>
+#include <type_traits>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -83,12 +83,19 @@ auto async_set(connection& conn, std::string_view key, std::string_view value,
   return conn.async_exec(make_set(key, value, options), std::forward<CompletionToken>(token));
 }
 
-// DELetes `keys`. Reply: integer, the number of keys that existed.
+// DELetes `key`. Reply: integer, 1 when the key existed.
 template <class CompletionToken>
-auto async_del(connection& conn, std::initializer_list<std::string_view> keys,
-               CompletionToken&& token) {
+auto async_del(connection& conn, std::string_view key, CompletionToken&& token) {
+  return conn.async_exec(command{"DEL", key}, std::forward<CompletionToken>(token));
+}
+
+// DELetes every key of `keys` (a range of strings or string_views). Reply: integer, the number
+// of keys that existed. With GCC 12, pass a named range, not a braced list, inside co_await.
+template <class Range, class CompletionToken,
+          std::enable_if_t<!std::is_convertible_v<const Range&, std::string_view>, int> = 0>
+auto async_del(connection& conn, const Range& keys, CompletionToken&& token) {
   std::vector<std::string_view> args{"DEL"};
-  args.insert(args.end(), keys.begin(), keys.end());
+  for (const auto& k : keys) args.emplace_back(k);
   return conn.async_exec(command::from_args(args), std::forward<CompletionToken>(token));
 }
 
@@ -194,7 +201,7 @@ namespace sluice::redis {
 
 // Runs `lua` with EVALSHA, and on NOSCRIPT once more with EVAL (which also caches it on the
 // server). Reply: whatever the script returns (Lua numbers become integers, tables arrays, nil
-// nil), or the script's error.
+// nil), or the script's error. With GCC 12, pass named vectors, not braced lists, inside co_await.
 template <class CompletionToken>
 auto async_evalsha(connection& conn, const script& lua, const std::vector<std::string>& keys,
                    const std::vector<std::string>& args, CompletionToken&& token) {
