@@ -490,6 +490,16 @@ class circuit_breaker {
           break;  // the open period is over: the slow path moves to half-open
         }
         case breaker_state::half_open:
+          // All probe permits out: refuse without the lock, unless half-open has overstayed
+          // (then the slow path re-opens it). Relaxed: ordered by the acquire load of `word`; a
+          // stale "full" only refuses a call racing with a slot being freed.
+          if (c.probes_full.load(std::memory_order_relaxed)) {
+            const std::int64_t limit = c.half_open_deadline_ns.load(std::memory_order_relaxed);
+            if (limit == 0 || detail::breaker_ns<Clock>(c.clock.now()) < limit) {
+              c.count_rejection();
+              return acquire_result(breaker_rejection{breaker_state::half_open, {}});
+            }
+          }
           break;
       }
       std::optional<acquire_result> r = c.acquire_slow();
@@ -714,6 +724,11 @@ class circuit_breaker {
     std::uint32_t probe_failures ABSL_GUARDED_BY(mu) = 0;
     std::uint32_t probe_slow ABSL_GUARDED_BY(mu) = 0;
     std::int64_t half_open_since_ns ABSL_GUARDED_BY(mu) = 0;
+    // Mirrors "probes_out + probe_results >= half_open_probes" for the lock-free refusal in
+    // try_acquire, and when half-open must end (0: never). Written under `mu` (before `word` on a
+    // transition); read relaxed after the acquire load of `word`.
+    std::atomic<bool> probes_full{false};
+    std::atomic<std::int64_t> half_open_deadline_ns{0};
     time_point closed_since ABSL_GUARDED_BY(mu){};
     std::uint32_t trips ABSL_GUARDED_BY(mu) = 0;
     std::uint64_t transitions[breaker_state_count] ABSL_GUARDED_BY(mu) = {};
@@ -839,7 +854,10 @@ class circuit_breaker {
         return;  // a stale probe: half-open already ended
       }
       --probes_out;
-      if (outcome == call_outcome::ignored) return;  // the slot is free for another probe
+      if (outcome == call_outcome::ignored) {
+        update_probes_full();
+        return;  // the slot is free for another probe
+      }
       ++probe_results;
       if (outcome == call_outcome::failure) ++probe_failures;
       if (slow) ++probe_slow;
@@ -896,9 +914,15 @@ class circuit_breaker {
         return acquire_result(breaker_rejection{breaker_state::half_open, {}});
       }
       ++probes_out;
+      update_probes_full();
       const std::uint64_t cur = word.load(std::memory_order_relaxed);
       return acquire_result(permit(this, detail::breaker_gen_of(cur), slow_on ? now : time_point{},
                                    permit::kind::probe));
+    }
+
+    void update_probes_full() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      probes_full.store(probes_out + probe_results >= opts.half_open_probes,
+                        std::memory_order_relaxed);
     }
 
     bool half_open_expired(std::int64_t now_ns) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -986,6 +1010,11 @@ class circuit_breaker {
     void to_half_open(time_point now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
       probes_out = probe_results = probe_failures = probe_slow = 0;
       half_open_since_ns = detail::breaker_ns<Clock>(now);
+      probes_full.store(false, std::memory_order_relaxed);
+      half_open_deadline_ns.store(opts.max_half_open_duration.count() > 0
+                                      ? half_open_since_ns + opts.max_half_open_duration.count()
+                                      : 0,
+                                  std::memory_order_relaxed);
       publish(breaker_state::half_open, false);
       enqueue(breaker_state::open, breaker_state::half_open, now, {}, {});
     }

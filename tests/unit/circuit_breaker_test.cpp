@@ -264,15 +264,25 @@ TEST_CASE("circuit_breaker: half-open that lasts too long opens again", "[circui
   manual_clock clock;
   circuit_breaker_options o = test_options();
   o.max_half_open_duration = 5s;
+  o.half_open_probes = 1;
   breaker b(o, clock);
   trip(b);
   clock.advance(10s);
-  auto hung = b.try_acquire();  // a probe that never reports
+  auto hung = b.try_acquire();  // the only probe, and it never reports
   REQUIRE(hung);
   clock.advance(4s);
   CHECK(b.state() == breaker_state::half_open);
+  auto full = b.try_acquire();  // refused on the lock-free path: all probes out
+  REQUIRE(!full);
+  CHECK(full.rejection().state == breaker_state::half_open);
   clock.advance(1s);
-  CHECK(b.state() == breaker_state::open);
+  SECTION("noticed by state()") { CHECK(b.state() == breaker_state::open); }
+  SECTION("noticed by try_acquire()") {
+    auto r = b.try_acquire();
+    REQUIRE(!r);
+    CHECK(r.rejection().state == breaker_state::open);
+    CHECK(r.rejection().retry_after == 20s);
+  }
   hung->record_success();  // too late: belongs to the expired half-open period
   CHECK(b.state() == breaker_state::open);
   auto r = b.try_acquire();
