@@ -258,21 +258,25 @@ class retry {
   struct call_state {
     sluice::deadline<Clock> deadline;
     std::chrono::nanoseconds previous;
-    detail::fast_rng rng;
+    // The seeded jitter source, created at the first backoff (only when `jitter_seed` is set).
+    std::optional<detail::fast_rng> rng;
   };
 
   // Starts a call: counts it in the budget and captures the context's deadline.
   template <class Ctx>
   call_state start_call(const Ctx& ctx) {
     budget_->record_call();
-    return call_state{ctx.deadline(), opts_.delay.initial, detail::fast_rng(opts_.jitter_seed)};
+    return call_state{ctx.deadline(), opts_.delay.initial, std::nullopt};
   }
 
   // Returns whether attempt `attempt` may start (the deadline fits `min_attempt_time`) and, if so,
   // begins it in `ctx`. When false, the caller returns `reject<R>(ctx, deadline_exceeded)`.
   template <class Ctx>
   bool begin_attempt(Ctx& ctx, const call_state& st, int attempt) const {
-    if (!st.deadline.fits(clock_.now(), opts_.min_attempt_time)) return false;
+    // An infinite deadline fits everything: skip the clock read (about 24 ns with steady_clock).
+    if (!st.deadline.is_infinite() && !st.deadline.fits(clock_.now(), opts_.min_attempt_time)) {
+      return false;
+    }
     ctx.begin_attempt(attempt);
     return true;
   }
@@ -360,9 +364,13 @@ class retry {
   template <class Ctx>
   std::optional<typename Clock::time_point> plan_sleep(
       Ctx& ctx, call_state& st, int attempt, std::optional<std::chrono::nanoseconds> hint) {
-    std::chrono::nanoseconds delay =
-        opts_.jitter_seed != 0 ? opts_.delay.next(attempt, st.previous, st.rng)
-                               : opts_.delay.next(attempt, st.previous, detail::thread_rng());
+    std::chrono::nanoseconds delay;
+    if (opts_.jitter_seed != 0) {
+      if (!st.rng) st.rng.emplace(opts_.jitter_seed);
+      delay = opts_.delay.next(attempt, st.previous, *st.rng);
+    } else {
+      delay = opts_.delay.next(attempt, st.previous, detail::thread_rng());
+    }
     st.previous = delay;
     if (hint) {
       if (*hint > opts_.max_retry_after) return std::nullopt;
