@@ -1,0 +1,538 @@
+#include <sluice/cache.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <stdexcept>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "alloc_counter.hpp"
+#include "catch.hpp"
+#include "sluice/cache/sweeper.hpp"
+#include "sluice/detail/cache_sketch.hpp"
+#include "sluice/detail/cache_timer_wheel.hpp"
+#include "sluice/testing/manual_clock.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using sluice::testing::manual_clock;
+using str_cache = sluice::cache<std::string, std::string, manual_clock>;
+using int_cache = sluice::cache<int, int, manual_clock>;
+
+sluice::cache_options one_shard(std::size_t max_entries) {
+  sluice::cache_options o;
+  o.max_entries = max_entries;
+  o.shards = 1;
+  o.background_sweep = false;
+  return o;
+}
+
+// Waits (in real time, up to a generous bound) for `pred`, polling: for conditions that another
+// thread makes true. Returns the final value of `pred()`.
+template <class Pred>
+bool eventually(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return pred();
+    std::this_thread::yield();
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("cache: put, get, erase, size and stats", "[cache]") {
+  manual_clock clock;
+  str_cache c(one_shard(100), clock);
+  CHECK_FALSE(c.get("a").has_value());
+  c.put("a", "1");
+  c.put("b", "2");
+  REQUIRE(c.get("a") == std::optional<std::string>("1"));
+  CHECK(c.size() == 2);
+  CHECK(c.contains("b"));
+  c.put("a", "3");
+  CHECK(c.get("a") == std::optional<std::string>("3"));
+  CHECK(c.size() == 2);
+  CHECK(c.erase("a"));
+  CHECK_FALSE(c.erase("a"));
+  CHECK_FALSE(c.get("a").has_value());
+  const sluice::cache_stats st = c.stats();
+  CHECK(st.hits == 2);
+  CHECK(st.misses == 2);
+  CHECK(st.replacements == 1);
+  CHECK(st.erasures == 1);
+  CHECK(st.hit_ratio() == 0.5);
+  c.clear();
+  CHECK(c.size() == 0);
+  CHECK(c.weight() == 0);
+}
+
+TEST_CASE("cache: create validates options", "[cache]") {
+  sluice::cache_options bad;
+  bad.max_entries = 0;
+  CHECK(absl::IsInvalidArgument(str_cache::create(bad).status()));
+  sluice::cache_options negative;
+  negative.expire_after_write = -1s;
+  CHECK(absl::IsInvalidArgument(str_cache::create(negative).status()));
+  sluice::cache_options weighted;
+  weighted.max_weight = 100;  // without a weigher
+  CHECK(absl::IsInvalidArgument(str_cache::create(weighted).status()));
+  auto ok = str_cache::create(one_shard(10));
+  REQUIRE(ok.ok());
+  (*ok)->put("k", "v");
+  CHECK((*ok)->get("k").has_value());
+}
+
+TEST_CASE("cache: LRU evicts the least recently used entry", "[cache]") {
+  sluice::cache_options o = one_shard(3);
+  o.policy = sluice::eviction_policy::lru;
+  int_cache c(o);
+  c.put(1, 1);
+  c.put(2, 2);
+  c.put(3, 3);
+  REQUIRE(c.get(1).has_value());  // order now 2, 3, 1
+  c.put(4, 4);                    // evicts 2
+  CHECK_FALSE(c.peek(2).has_value());
+  CHECK(c.peek(1).has_value());
+  CHECK(c.peek(3).has_value());
+  CHECK(c.peek(4).has_value());
+  REQUIRE(c.get(3).has_value());  // order 1, 4, 3
+  c.put(5, 5);                    // evicts 1
+  CHECK_FALSE(c.peek(1).has_value());
+  CHECK(c.size() == 3);
+  CHECK(c.stats().evictions == 2);
+}
+
+TEST_CASE("cache: TinyLFU keeps frequent keys that LRU loses to a stream of one-offs", "[cache]") {
+  // Each round requests 50 hot keys, then 100 keys never seen before. The LRU reuse distance of a
+  // hot key (150) exceeds the capacity (100), so LRU never hits; TinyLFU keeps the hot keys.
+  const auto hot_hits = [](sluice::eviction_policy policy) {
+    sluice::cache_options o = one_shard(100);
+    o.policy = policy;
+    int_cache c(o);
+    int hits = 0;
+    int next_cold = 1000;
+    for (int round = 0; round < 100; ++round) {
+      for (int k = 0; k < 50; ++k) {
+        if (c.get(k)) {
+          if (round >= 50) ++hits;
+        } else {
+          c.put(k, k);
+        }
+      }
+      for (int j = 0; j < 100; ++j, ++next_cold) {
+        if (!c.get(next_cold)) c.put(next_cold, next_cold);
+      }
+    }
+    return hits;
+  };
+  CHECK(hot_hits(sluice::eviction_policy::lru) == 0);
+  CHECK(hot_hits(sluice::eviction_policy::tinylfu) >= 50 * 50 * 9 / 10);
+}
+
+TEST_CASE("cache: expire_after_write on a manual clock", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o = one_shard(100);
+  o.expire_after_write = 1s;
+  str_cache c(o, clock);
+  c.put("k", "v");
+  clock.advance(999ms);
+  CHECK(c.get("k").has_value());
+  clock.advance(1ms);
+  CHECK_FALSE(c.get("k").has_value());
+  CHECK_FALSE(c.peek("k").has_value());
+  // Still in memory until swept; cleanup() removes it.
+  CHECK(c.size() == 1);
+  c.cleanup();
+  CHECK(c.size() == 0);
+  CHECK(c.stats().expirations == 1);
+  // A rewrite restarts the time to live.
+  c.put("k", "v1");
+  clock.advance(600ms);
+  c.put("k", "v2");
+  clock.advance(600ms);
+  CHECK(c.get("k") == std::optional<std::string>("v2"));
+}
+
+TEST_CASE("cache: a per-entry ttl overrides the default", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o = one_shard(100);
+  o.expire_after_write = 10s;
+  str_cache c(o, clock);
+  c.put("short", "v", 100ms);
+  c.put("long", "v", 1h);
+  c.put("default", "v");
+  clock.advance(100ms);
+  CHECK_FALSE(c.get("short").has_value());
+  clock.advance(10s);
+  CHECK_FALSE(c.get("default").has_value());
+  CHECK(c.get("long").has_value());
+  clock.advance(1h);
+  CHECK_FALSE(c.get("long").has_value());
+  c.put("zero", "v", 0s);
+  CHECK_FALSE(c.get("zero").has_value());
+  c.cleanup();
+  CHECK(c.size() == 0);
+}
+
+TEST_CASE("cache: expire_after_access slides with reads", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o = one_shard(100);
+  o.expire_after_access = 1s;
+  str_cache c(o, clock);
+  c.put("k", "v");
+  for (int i = 0; i < 10; ++i) {
+    clock.advance(900ms);
+    REQUIRE(c.get("k").has_value());
+    c.cleanup();  // the wheel reschedules it at its old deadline, it must survive
+    REQUIRE(c.size() == 1);
+  }
+  clock.advance(1s);
+  CHECK_FALSE(c.get("k").has_value());
+  c.cleanup();
+  CHECK(c.size() == 0);
+}
+
+TEST_CASE("cache: memory returns to baseline after a burst of short-lived entries", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o;
+  o.max_entries = 100'000;
+  o.max_weight = 10'000'000;
+  o.shards = 4;
+  o.background_sweep = false;
+  str_cache::hooks h;
+  h.weigher = [](const std::string& k, const std::string& v) { return k.size() + v.size(); };
+  str_cache c(o, clock, h);
+  for (int i = 0; i < 100; ++i) c.put("long" + std::to_string(i), std::string(100, 'x'));
+  const std::size_t base_size = c.size();
+  const std::uint64_t base_weight = c.weight();
+  for (int i = 0; i < 50'000; ++i) {
+    c.put("burst" + std::to_string(i), std::string(64, 'y'), std::chrono::seconds(1 + i % 5));
+  }
+  CHECK(c.size() == base_size + 50'000);
+  CHECK(c.weight() > base_weight);
+  clock.advance(6s);
+  c.cleanup();
+  CHECK(c.size() == base_size);
+  CHECK(c.weight() == base_weight);
+  CHECK(c.stats().expirations == 50'000);
+  for (int i = 0; i < 100; ++i) REQUIRE(c.get("long" + std::to_string(i)).has_value());
+}
+
+TEST_CASE("cache: the background sweeper removes expired entries and stops with the last cache",
+          "[cache][sweeper]") {
+  manual_clock clock;
+  {
+    sluice::cache_options o;
+    o.max_entries = 10'000;
+    o.expire_after_write = 1s;
+    int_cache c(o, clock);
+    CHECK(sluice::cache_sweeper::instance().running());
+    for (int i = 0; i < 1000; ++i) c.put(i, i);
+    c.put(-1, -1, 1h);
+    clock.advance(2s);
+    // Nobody touches the cache: only the sweeper thread can remove the entries.
+    CHECK(eventually([&] { return c.size() == 1; }));
+    CHECK(c.stats().expirations == 1000);
+  }
+  CHECK_FALSE(sluice::cache_sweeper::instance().running());
+}
+
+TEST_CASE("cache: get_or_load runs the loader once for concurrent misses", "[cache]") {
+  const int n = GENERATE(2, 4, 8);
+  sluice::cache_options o = one_shard(100);
+  str_cache c(o);
+  std::atomic<int> calls{0};
+  auto loader = [&](const std::string& key) -> absl::StatusOr<std::string> {
+    calls.fetch_add(1);
+    // Hold the load until every caller has missed (so all of them are waiting on it).
+    eventually([&] { return c.stats().misses == static_cast<std::uint64_t>(n); });
+    return "value of " + key;
+  };
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&] {
+      absl::StatusOr<std::string> v = c.get_or_load("k", loader);
+      if (v.ok() && *v == "value of k") ok.fetch_add(1);
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(calls.load() == 1);
+  CHECK(ok.load() == n);
+  CHECK(c.stats().loads == 1);
+  CHECK(c.get("k") == std::optional<std::string>("value of k"));
+}
+
+TEST_CASE("cache: loader errors reach every waiter and are not cached", "[cache]") {
+  str_cache c(one_shard(100));
+  int calls = 0;
+  auto failing = [&](const std::string&) -> absl::StatusOr<std::string> {
+    ++calls;
+    return absl::UnavailableError("backend down");
+  };
+  CHECK(absl::IsUnavailable(c.get_or_load("k", failing).status()));
+  CHECK(absl::IsUnavailable(c.get_or_load("k", failing).status()));
+  CHECK(calls == 2);
+  CHECK(c.stats().load_failures == 2);
+  auto throwing = [](const std::string&) -> absl::StatusOr<std::string> {
+    throw std::runtime_error("boom");
+  };
+  CHECK_THROWS_AS(c.get_or_load("k", throwing), std::runtime_error);
+  // The flight was retired: the next load runs.
+  auto good = [](const std::string&) -> absl::StatusOr<std::string> { return std::string("v"); };
+  CHECK(c.get_or_load("k", good).value() == "v");
+}
+
+TEST_CASE("cache: not found is cached for negative_ttl", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o = one_shard(100);
+  o.negative_ttl = 5s;
+  str_cache c(o, clock);
+  int calls = 0;
+  auto loader = [&](const std::string&) -> absl::StatusOr<std::string> {
+    ++calls;
+    return absl::NotFoundError("no such user");
+  };
+  CHECK(absl::IsNotFound(c.get_or_load("ghost", loader).status()));
+  CHECK(absl::IsNotFound(c.get_or_load("ghost", loader).status()));
+  CHECK_FALSE(c.get("ghost").has_value());
+  CHECK(calls == 1);
+  CHECK(c.stats().negative_hits == 2);
+  clock.advance(5s);
+  CHECK(absl::IsNotFound(c.get_or_load("ghost", loader).status()));
+  CHECK(calls == 2);
+  // A put replaces the negative entry.
+  c.put("ghost", "found");
+  CHECK(c.get_or_load("ghost", loader).value() == "found");
+}
+
+TEST_CASE("cache: refresh_after serves the current value while one reload runs", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o = one_shard(100);
+  o.refresh_after = 10s;
+  o.expire_after_write = 1h;
+  str_cache c(o, clock);
+  std::atomic<int> calls{0};
+  std::atomic<bool> release{false};
+  auto loader = [&](const std::string&) -> absl::StatusOr<std::string> {
+    const int call = calls.fetch_add(1) + 1;
+    if (call > 1) eventually([&] { return release.load(); });
+    return "v" + std::to_string(call);
+  };
+  REQUIRE(c.get_or_load("k", loader).value() == "v1");
+  clock.advance(11s);
+  // Both callers get v1 at once; only one reload starts.
+  CHECK(c.get_or_load("k", loader).value() == "v1");
+  CHECK(c.get_or_load("k", loader).value() == "v1");
+  CHECK(eventually([&] { return calls.load() == 2; }));
+  release = true;
+  CHECK(eventually([&] { return c.peek("k") == std::optional<std::string>("v2"); }));
+  CHECK(calls.load() == 2);
+  CHECK(c.stats().refreshes == 1);
+}
+
+TEST_CASE("cache: stale values are served while the backend is down", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o = one_shard(100);
+  o.expire_after_write = 1s;
+  o.stale_for = 1min;
+  str_cache c(o, clock);
+  c.put("k", "last known");
+  auto fresh = c.get_stale("k");
+  REQUIRE(fresh.has_value());
+  CHECK_FALSE(fresh->stale);
+  clock.advance(2s);
+  CHECK_FALSE(c.get("k").has_value());
+  auto stale = c.get_stale("k");
+  REQUIRE(stale.has_value());
+  CHECK(stale->stale);
+  CHECK(stale->value == "last known");
+  // Stale-while-revalidate: the stale value now, one failing reload in the background keeps it.
+  std::atomic<int> calls{0};
+  auto down = [&](const std::string&) -> absl::StatusOr<std::string> {
+    calls.fetch_add(1);
+    return absl::UnavailableError("backend down");
+  };
+  CHECK(c.get_or_load("k", down).value() == "last known");
+  CHECK(eventually([&] { return c.stats().load_failures == 1; }));
+  CHECK(c.get_stale("k").has_value());
+  clock.advance(1min);
+  CHECK_FALSE(c.get_stale("k").has_value());
+  c.cleanup();
+  CHECK(c.size() == 0);
+}
+
+TEST_CASE("cache: the removal listener reports each cause", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o = one_shard(2);
+  o.policy = sluice::eviction_policy::lru;
+  std::vector<std::pair<std::string, sluice::removal_cause>> seen;
+  str_cache::hooks h;
+  h.listener = [&](const std::string& k, const std::string& v, sluice::removal_cause cause) {
+    seen.emplace_back(k + "=" + v, cause);
+  };
+  str_cache c(o, clock, h);
+  c.put("a", "1");
+  c.put("a", "2");  // replaced a=1
+  c.put("b", "1");
+  c.put("c", "1");  // evicts a=2
+  c.erase("b");     // erased b=1
+  c.put("d", "1", 1s);
+  clock.advance(1s);
+  c.cleanup();  // expired d=1
+  using rc = sluice::removal_cause;
+  const std::vector<std::pair<std::string, rc>> expected = {
+      {"a=1", rc::replaced}, {"a=2", rc::evicted}, {"b=1", rc::erased}, {"d=1", rc::expired}};
+  CHECK(seen == expected);
+}
+
+TEST_CASE("cache: a weigher bounds the total weight", "[cache]") {
+  sluice::cache_options o = one_shard(100);
+  o.max_weight = 1000;
+  o.policy = sluice::eviction_policy::lru;
+  str_cache::hooks h;
+  h.weigher = [](const std::string&, const std::string& v) { return v.size(); };
+  str_cache c(o, manual_clock(), h);
+  for (int i = 0; i < 50; ++i) c.put(std::to_string(i), std::string(100, 'x'));
+  CHECK(c.weight() <= 1000);
+  CHECK(c.size() == 10);
+  c.put("big", std::string(500, 'x'));
+  CHECK(c.weight() <= 1000);
+  CHECK(c.peek("big").has_value());
+  CHECK(c.stats().evicted_weight == 50 * 100 + 500 - c.weight());
+}
+
+TEST_CASE("cache: a get hit does not allocate", "[cache]") {
+  sluice::cache<std::uint64_t, std::uint64_t> c(
+      {.max_entries = 1000, .shards = 1, .background_sweep = false});
+  for (std::uint64_t k = 0; k < 1000; ++k) c.put(k, k);
+  sluice_test::alloc_scope scope;
+  std::uint64_t sum = 0;
+  for (int round = 0; round < 10; ++round) {
+    for (std::uint64_t k = 0; k < 1000; ++k) sum += c.get(k).value_or(0);
+  }
+  CHECK(scope.allocations() == 0);
+  CHECK(sum == 10 * 999 * 1000 / 2);
+}
+
+TEST_CASE("cache: concurrent mixed operations keep the cache consistent", "[cache][stress]") {
+  const int threads = GENERATE(1, 2, 4);
+  manual_clock clock;
+  sluice::cache_options o;
+  o.max_entries = 512;
+  o.shards = 4;
+  o.expire_after_write = 1s;
+  o.negative_ttl = 1s;
+  std::atomic<int> removed{0};
+  str_cache::hooks h;
+  h.listener = [&](const std::string&, const std::string&, sluice::removal_cause) {
+    removed.fetch_add(1, std::memory_order_relaxed);
+  };
+  str_cache c(o, clock, h);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t));
+      for (int i = 0; i < 20'000; ++i) {
+        const std::string key = std::to_string(rng() % 2048);
+        switch (rng() % 8) {
+          case 0:
+            c.put(key, key);
+            break;
+          case 1:
+            c.erase(key);
+            break;
+          case 2: {
+            auto v = c.get_or_load(key, [](const std::string& k) -> absl::StatusOr<std::string> {
+              if (k.size() == 1) return absl::NotFoundError("short");
+              return k;
+            });
+            if (v.ok() && *v != key) std::abort();
+            break;
+          }
+          case 3:
+            if (t == 0) clock.advance(10ms);
+            break;
+          case 4:
+            if (i % 512 == 0) c.cleanup();
+            break;
+          default: {
+            auto v = c.get(key);
+            if (v && *v != key) std::abort();
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  CHECK(c.size() <= 512 + 4);  // each shard rounds its capacity up
+  clock.advance(2s);
+  c.cleanup();
+  CHECK(c.size() == 0);
+  CHECK(c.weight() == 0);
+}
+
+TEST_CASE("cache: the timer wheel expires every entry exactly when due", "[cache][wheel]") {
+  std::mt19937_64 rng(1);
+  const std::int64_t start = std::int64_t{1} << 40;
+  sluice::detail::cache_timer_wheel wheel(start);
+  std::vector<sluice::detail::cache_node_base> nodes(5000);
+  const std::int64_t spans[] = {1'000'000, 100'000'000, 10'000'000'000, 1'000'000'000'000,
+                                std::int64_t{1} << 52};
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    nodes[i].remove_at = start + 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(
+                                                                  spans[i % 5]));
+    wheel.schedule(&nodes[i]);
+  }
+  std::vector<bool> expired(nodes.size(), false);
+  std::int64_t now = start;
+  std::size_t count = 0;
+  while (count < nodes.size()) {
+    // Steps of varied size, from sub-tick to many days.
+    now += static_cast<std::int64_t>(rng() % (std::uint64_t{1} << (10 + rng() % 42)));
+    std::uint64_t budget = 100;  // small budgets: progress must survive interruption
+    while (!wheel.advance(now, budget, [&](sluice::detail::cache_node_base* n) {
+      const auto idx = static_cast<std::size_t>(n - nodes.data());
+      REQUIRE(!expired[idx]);
+      REQUIRE(n->remove_at <= now);
+      expired[idx] = true;
+      ++count;
+    })) {
+      budget = 100;
+    }
+    // Caught up: nothing due may remain.
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      INFO("entry " << i);
+      REQUIRE((expired[i] || nodes[i].remove_at > now));
+    }
+  }
+  CHECK(wheel.size() == 0);
+}
+
+TEST_CASE("cache: the count-min sketch never underestimates and ages by halving", "[cache]") {
+  sluice::detail::cache_sketch sketch;
+  sketch.resize(1000);
+  std::map<std::uint64_t, unsigned> truth;
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 5000; ++i) {
+    const std::uint64_t h = rng() % 500;
+    sketch.increment(h * 0x9E3779B97F4A7C15ULL);
+    ++truth[h];
+  }
+  for (const auto& [h, n] : truth) {
+    REQUIRE(sketch.frequency(h * 0x9E3779B97F4A7C15ULL) >= std::min(n, 15u));
+  }
+  const unsigned before = sketch.frequency(7 * 0x9E3779B97F4A7C15ULL);
+  sketch.halve();
+  CHECK(sketch.frequency(7 * 0x9E3779B97F4A7C15ULL) == before / 2);
+}
