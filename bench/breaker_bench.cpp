@@ -9,7 +9,9 @@
 //   BM_breaker_reject_open           execute() on a breaker tripped open (coarse_clock: one read)
 //   BM_breaker_reject_open_steady    the same with std::chrono::steady_clock (for reference)
 //   BM_breaker_mutex_baseline        the baseline's execute() around an empty function
-// Each also runs with 2 threads on one shared breaker (`/threads:2`); compare items_per_second.
+// Each also runs with 2 threads on one shared breaker (`/threads:2`). With threads, Google
+// Benchmark's "Time" column is wall time divided by the iterations of all threads, so the total
+// throughput is 1e9 / Time (its items_per_second is per thread, being divided by summed CPU time).
 #include <array>
 #include <chrono>
 #include <cstdint>

@@ -85,6 +85,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "sluice/detail/breaker_stripe.hpp"
 #include "sluice/detail/cache_line.hpp"
 #include "sluice/detail/mutex.hpp"
 #include "sluice/detail/random.hpp"
@@ -743,12 +744,11 @@ class circuit_breaker {
     std::vector<listener> listeners ABSL_GUARDED_BY(listeners_mu);
 
     detail::breaker_counters& my_counters() noexcept {
-      return counters[detail::thread_stripe() & stripe_mask].value;
+      return counters[detail::stripe_hint() & stripe_mask].value;
     }
 
     void count_rejection() noexcept {
-      // Relaxed: a monotonic statistic on the thread's own cache line.
-      my_counters().rejected.fetch_add(1, std::memory_order_relaxed);
+      detail::striped_add(my_counters().rejected);
     }
 
     call_outcome classify(const absl::Status& st) const noexcept {
@@ -804,13 +804,13 @@ class circuit_breaker {
         }
         slow = elapsed.count() >= slow_ns;
       }
-      // Relaxed: monotonic statistics on the thread's own cache line.
+      // Monotonic statistics on the thread's stripe (relaxed, see striped_add).
       switch (outcome) {
-        case call_outcome::success: ctr.success.fetch_add(1, std::memory_order_relaxed); break;
-        case call_outcome::failure: ctr.failure.fetch_add(1, std::memory_order_relaxed); break;
-        case call_outcome::ignored: ctr.ignored.fetch_add(1, std::memory_order_relaxed); break;
+        case call_outcome::success: detail::striped_add(ctr.success); break;
+        case call_outcome::failure: detail::striped_add(ctr.failure); break;
+        case call_outcome::ignored: detail::striped_add(ctr.ignored); break;
       }
-      if (slow) ctr.slow.fetch_add(1, std::memory_order_relaxed);
+      if (slow) detail::striped_add(ctr.slow);
       if (k == permit::kind::disabled) return;
       if (k == permit::kind::probe) {
         probe_done(gen, outcome, slow);

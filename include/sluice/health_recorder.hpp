@@ -35,7 +35,7 @@
 //   - `reset()` concurrent with recording may keep a few of the concurrent calls; it never leaves
 //     the counters inconsistent with the window.
 //
-// Cost: count-based record ~5 ns (one uncontended fetch_add on the thread's own cache line plus a
+// Cost: count-based record ~5 ns (one uncontended CAS on the thread's own cache line plus a
 // byte compare); time-based record ~10 ns plus the clock read (`sluice::coarse_clock` is a fair
 // choice for windows of seconds: ~5 ns, 4 ms resolution). `snapshot()` is O(1) for count-based
 // windows (three loads) and O(stripes * buckets) loads for time-based ones (independent of traffic;
@@ -67,6 +67,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "sluice/detail/breaker_stripe.hpp"
 #include "sluice/detail/cache_line.hpp"
 
 namespace sluice {
@@ -114,8 +115,9 @@ struct health_recorder_options {
   // more buckets make snapshots proportionally slower.
   std::size_t buckets = 10;
   // How many stripes spread concurrent recorders over separate cache lines; 0 picks
-  // next_pow2(2 * hardware threads), at most 32 -- enough that concurrent threads rarely share one.
-  // Rounded up to a power of two.
+  // next_pow2(2 * hardware threads), at most 32. A thread that meets another on its stripe moves
+  // to a different one, so this many busy threads settle on separate lines. Rounded up to a power
+  // of two.
   std::size_t stripes = 0;
 };
 
@@ -274,9 +276,9 @@ class health_recorder {
     stripe_mask_ = stripe_count_ - 1;
     if (kind_ == health_recorder_options::window_kind::count_based) {
       ring_size_ = opts.window_size;
-      // Chunks small enough that every stripe can hold one while at least half the ring stays
-      // exact, large enough that the shared chunk cursor is touched rarely; 64 slots = one line.
-      chunk_ = std::clamp<std::size_t>(ring_size_ / (2 * stripe_count_), 1, 64);
+      // Chunks of an eighth of the ring (at most 64 slots, one cache line): the shared chunk
+      // cursor is touched once per chunk, and each thread lags by less than one chunk.
+      chunk_ = std::clamp<std::size_t>(ring_size_ / 8, 1, 64);
       chunk_count_ = (ring_size_ + chunk_ - 1) / chunk_;
       ring_ = std::make_unique<std::atomic<std::uint8_t>[]>(ring_size_);
       for (std::size_t i = 0; i < ring_size_; ++i) ring_[i].store(0, std::memory_order_relaxed);
@@ -339,25 +341,32 @@ class health_recorder {
 
   // Reserves the next ring slot for the calling thread's stripe.
   std::size_t next_slot() noexcept {
-    std::atomic<std::uint64_t>& cell = cursors_[detail::thread_stripe() & stripe_mask_].value.word;
     for (;;) {
+      std::atomic<std::uint64_t>& cell =
+          cursors_[detail::stripe_hint() & stripe_mask_].value.word;
       // Relaxed: the word only hands out slot numbers; ring bytes are atomics of their own.
-      const std::uint64_t w = cell.fetch_add(1, std::memory_order_relaxed);
+      std::uint64_t w = cell.load(std::memory_order_relaxed);
       const std::uint64_t used = w & used_mask;
       const std::uint64_t len = (w >> 16) & 0xffff;
-      if (used < len) return static_cast<std::size_t>((w >> 32) + used);
+      if (used < len) {
+        if (cell.compare_exchange_strong(w, w + 1, std::memory_order_relaxed)) {
+          return static_cast<std::size_t>((w >> 32) + used);
+        }
+        detail::stripe_rehash();  // another thread is on this stripe: move away
+        continue;
+      }
       // The chunk is used up: reserve a fresh one from the shared cursor and install it (slot 0 is
-      // ours). If another thread of this stripe installed one first, ours is simply skipped: its
-      // slots keep the previous lap's outcomes, which is the documented lag.
+      // ours). If another thread installed one first, ours is skipped: its slots keep the
+      // previous lap's outcomes, which is the documented lag.
       const std::uint64_t k =
           shared_->chunk_cursor.value.fetch_add(1, std::memory_order_relaxed) % chunk_count_;
       const std::uint64_t base = k * chunk_;
       const std::uint64_t fresh_len = std::min<std::uint64_t>(chunk_, ring_size_ - base);
-      std::uint64_t expected = w + 1;
       const std::uint64_t installed = (base << 32) | (fresh_len << 16) | 1;
-      if (cell.compare_exchange_strong(expected, installed, std::memory_order_relaxed)) {
+      if (cell.compare_exchange_strong(w, installed, std::memory_order_relaxed)) {
         return static_cast<std::size_t>(base);
       }
+      detail::stripe_rehash();
     }
   }
 
@@ -391,12 +400,13 @@ class health_recorder {
         next = (std::uint64_t{epoch} << 32) | 1;
       }
       if (w.compare_exchange_weak(cur, next, std::memory_order_relaxed)) return;
+      detail::stripe_rehash();  // contended (or spurious): try another stripe next time
     }
   }
 
   void record_time(call_outcome outcome, bool slow, time_point now) noexcept {
     const auto epoch = static_cast<std::uint32_t>(bucket_number(now));
-    bucket& b = bucket_at(detail::thread_stripe() & stripe_mask_, epoch % bucket_count_);
+    bucket& b = bucket_at(detail::stripe_hint() & stripe_mask_, epoch % bucket_count_);
     bump(b.calls, epoch);
     if (outcome == call_outcome::failure) bump(b.failures, epoch);
     if (slow) bump(b.slow, epoch);
