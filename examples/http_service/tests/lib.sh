@@ -14,7 +14,19 @@ BASE=""
 FAILURES=0
 CURL=(curl -sS --max-time 60)
 
+EXTRA_PIDS=()
 cleanup() {
+  # TERM first: an nginx master killed with KILL would leave its workers behind.
+  for pid in "${EXTRA_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${EXTRA_PIDS[@]}"; do
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -KILL "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -64,6 +76,42 @@ start_server() {
   done
   echo "server did not start within 10 s" >&2
   exit 1
+}
+
+# start_instance NAME [flags...]: starts another service instance with its own directory
+# $WORK/NAME; sets INSTANCE_PID and INSTANCE_PORT. Killed by the cleanup if still running.
+start_instance() {
+  local name="$1"
+  shift
+  local dir="$WORK/$name"
+  mkdir -p "$dir/data" "$dir/uploads"
+  "$BIN" --listen 127.0.0.1:0 --port-file "$dir/port" --threads 1 --data-dir "$dir/data" \
+    --upload-dir "$dir/uploads" --log "$dir/server.log" "$@" >"$dir/stdout.txt" 2>&1 &
+  INSTANCE_PID=$!
+  EXTRA_PIDS+=("$INSTANCE_PID")
+  for _ in $(seq 1 200); do
+    if [ -s "$dir/port" ]; then
+      INSTANCE_PORT="$(cat "$dir/port")"
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "instance $name did not start" >&2
+  exit 1
+}
+
+# wait_pid PID SECONDS: waits (bounded) for a child to exit; sets WAIT_RC to its exit status
+# (124 on timeout). Not in a $(...) subshell: only the parent shell can wait for its children.
+wait_pid() {
+  WAIT_RC=124
+  for _ in $(seq 1 $(( $2 * 20 ))); do
+    if ! kill -0 "$1" 2>/dev/null; then
+      WAIT_RC=0
+      wait "$1" || WAIT_RC=$?
+      return 0
+    fi
+    sleep 0.05
+  done
 }
 
 # stop_server [SIGNAL]: signals the server and waits (bounded) for it; sets EXIT_CODE.
