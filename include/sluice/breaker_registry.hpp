@@ -245,6 +245,7 @@ class breaker_registry {
     // The number of keys (or reserved slots). Relaxed: a counter checked against the cap with a
     // CAS loop; the maps themselves are guarded by their shard locks.
     std::atomic<std::size_t> size{0};
+    // Relaxed: statistics only.
     std::atomic<std::uint64_t> evicted{0};
     std::atomic<std::uint64_t> rejected{0};
   };

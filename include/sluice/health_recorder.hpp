@@ -19,8 +19,9 @@
 //
 // Concurrency and accuracy (lock-free; no mutex anywhere):
 //   - Count-based: one ring of `window_size` outcome bytes. Threads do not share a cursor per call:
-//     each thread's stripe reserves a chunk of consecutive ring slots (`chunk` below, at most 64)
-//     from a shared chunk cursor and fills it call by call. Aggregate counters change only when a
+//     each thread's stripe reserves a chunk of consecutive ring slots (`chunk()`: an eighth of
+//     the window, at most 64) from a shared chunk cursor and fills it call by call; a thread that
+//     meets another on its stripe moves to another stripe (detail/breaker_stripe.hpp). Aggregate counters change only when a
 //     slot's outcome changes, by exactly the difference (an atomic exchange of the slot), so at
 //     quiescence `calls`/`failures`/`slow_calls` equal the ring's contents exactly. The one
 //     approximation: a chunk a thread has reserved but not yet filled still holds the outcomes of
