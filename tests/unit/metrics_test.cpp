@@ -5,7 +5,9 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <latch>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,33 +81,81 @@ TEST_CASE("metrics: update paths neither lock nor allocate", "[metrics]") {
   CHECK(child.value() == 1000);
 }
 
-TEST_CASE("metrics: stripes sit on cache lines of their own", "[metrics]") {
+TEST_CASE("metrics: every row sits on cache lines of its own", "[metrics]") {
   constexpr std::size_t line = sluice::detail::cache_line_size;
   for (const std::size_t width : {1u, 2u, 8u, 9u, 13u, 600u}) {
-    sluice::detail::striped_words words(5, width);  // rounded up to 8 stripes
+    sluice::detail::striped_words words(5, width);
     INFO("width " << width);
-    REQUIRE(words.stripes() == 8);
+    REQUIRE(words.exclusive_rows() == 5);
+    REQUIRE(words.rows() == 5 + sluice::detail::striped_words::shared_rows);
     CHECK(words.stride() >= width);
     CHECK((words.stride() * sizeof(std::uint64_t)) % line == 0);
-    for (std::size_t r = 0; r < words.stripes(); ++r) {
+    for (std::size_t r = 0; r < words.rows(); ++r) {
       CHECK(reinterpret_cast<std::uintptr_t>(words.row(r)) % line == 0);
     }
   }
-  // The calling thread's row is one of the rows, and stays the same.
-  sluice::detail::striped_words words(16, 1);
-  const auto* mine = words.local_row();
-  CHECK(mine == words.local_row());
-  CHECK(mine == words.row(sluice::detail::thread_stripe() % 16));
-  // Two threads with consecutive stripe numbers write different lines.
-  std::vector<const void*> rows(2);
-  run_threads(2, [&](int t) { rows[static_cast<std::size_t>(t)] = words.local_row(); });
-  CHECK(rows[0] != rows[1]);
+  CHECK(sluice::detail::striped_words(100, 1).exclusive_rows() == 64);
+  CHECK(sluice::detail::striped_words(0, 1).exclusive_rows() ==
+        sluice::detail::metrics_default_stripes());
+  CHECK(sluice::detail::metrics_default_stripes() >= 8);
   // The metric objects themselves start on a line (their read-only fields share no line).
   CHECK(alignof(m::counter) == line);
   CHECK(alignof(m::histogram) == line);
   CHECK(alignof(m::latency_histogram) == line);
   CHECK(alignof(m::gauge) == line);
-  CHECK(sluice::detail::metrics_default_stripes() >= 16);
+  CHECK(sizeof(m::gauge) == line);
+}
+
+TEST_CASE("metrics: threads alive together write rows no other thread writes", "[metrics]") {
+  sluice::detail::striped_words words(16, 1);
+  const auto main_row = words.local();
+  CHECK(main_row.exclusive);
+  CHECK(main_row.words == words.local().words);  // stable for the thread
+  constexpr int n = 6;
+  std::vector<sluice::detail::striped_words::local_row> rows(n);
+  std::latch all_recorded(n);
+  run_threads(n, [&](int t) {
+    rows[static_cast<std::size_t>(t)] = words.local();
+    all_recorded.arrive_and_wait();  // no thread exits (and frees its slot) before all recorded
+  });
+  std::set<const void*> distinct{main_row.words};
+  for (const auto& r : rows) {
+    CHECK(r.exclusive);
+    distinct.insert(r.words);
+  }
+  CHECK(distinct.size() == n + 1);
+}
+
+TEST_CASE("metrics: a thread's slot goes back to the pool when it exits", "[metrics]") {
+  std::uint32_t first = 0;
+  std::uint32_t second = 0;
+  std::thread([&first] { first = sluice::detail::current_metrics_slot(); }).join();
+  std::thread([&second] { second = sluice::detail::current_metrics_slot(); }).join();
+  CHECK(first < sluice::detail::max_metrics_slots);
+  CHECK(first == second);
+  CHECK(sluice::detail::current_metrics_slot() != first);  // this thread holds its own
+}
+
+TEST_CASE("metrics: threads past the 64 slots share rows and stay exact", "[metrics]") {
+  constexpr int n = 72;
+  constexpr int per_thread = 1000;
+  m::counter c(64);
+  m::histogram h(std::vector<double>{10, 100}, 64);
+  std::atomic<int> shared{0};
+  std::latch all_claimed(n);
+  run_threads(n, [&](int t) {
+    sluice::detail::striped_words probe(64, 1);
+    if (!probe.local().exclusive) shared.fetch_add(1, std::memory_order_relaxed);
+    all_claimed.arrive_and_wait();  // no thread exits (freeing its slot) before all have asked
+    for (int i = 0; i < per_thread; ++i) {
+      c.inc();
+      h.observe(static_cast<double>((t + i) % 200));
+    }
+  });
+  CHECK(shared.load() >= n + 1 - 64);  // the main thread holds a slot too
+  CHECK(c.value() == static_cast<std::uint64_t>(n) * per_thread);
+  const auto s = h.read();
+  CHECK(s.count == static_cast<std::uint64_t>(n) * per_thread);
 }
 
 TEST_CASE("metrics: histogram bucket edges are inclusive upper bounds", "[metrics]") {

@@ -35,14 +35,14 @@ class alignas(detail::cache_line_size) gauge {
   // Replaces the value.
   void set(double v) noexcept {
     // Relaxed: the gauge is read on its own at scrape time; it publishes no other memory.
-    value_.store(v, std::memory_order_relaxed);
+    value_.value.store(v, std::memory_order_relaxed);
   }
 
   // Adds `delta` (may be negative). Lock-free: a compare-exchange loop.
   void add(double delta) noexcept {
     // Relaxed: as set(); the CAS makes concurrent adds exact.
-    double old = value_.load(std::memory_order_relaxed);
-    while (!value_.compare_exchange_weak(old, old + delta, std::memory_order_relaxed,
+    double old = value_.value.load(std::memory_order_relaxed);
+    while (!value_.value.compare_exchange_weak(old, old + delta, std::memory_order_relaxed,
                                          std::memory_order_relaxed)) {
     }
   }
@@ -55,11 +55,11 @@ class alignas(detail::cache_line_size) gauge {
   // Returns the current value.
   double value() const noexcept {
     // Relaxed: see set().
-    return value_.load(std::memory_order_relaxed);
+    return value_.value.load(std::memory_order_relaxed);
   }
 
  private:
-  std::atomic<double> value_{0.0};
+  detail::padded<std::atomic<double>> value_;  // Zero: padded value-initialises.
 };
 
 }  // namespace sluice::metrics

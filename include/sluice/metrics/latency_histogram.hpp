@@ -10,7 +10,7 @@
 // 2^-precision_bits)): with the default 4 bits, at most 6.25% high, never low. Values above
 // `options::max` land in the top bucket (their exact value still goes into the sum).
 //
-// Like `histogram`, `observe()` is lock-free, allocation-free and writes only the caller's stripe
+// Like `histogram`, `observe()` is lock-free, allocation-free and writes only the caller's own row
 // (the bucket index is a count-leading-zeros and two shifts). The registry renders a latency
 // histogram as a Prometheus `summary` in seconds: `name{quantile="0.5"}` .. `{quantile="0.999"}`,
 // `name_sum`, `name_count`. Percentiles are over every observation since creation.
@@ -18,8 +18,9 @@
 // Thread safety: all member functions may be called concurrently.
 // Time: none; callers measure with whatever clock they use and pass the duration.
 // Errors: `validate` returns InvalidArgument for unusable options; the registry calls it.
-// Memory: stripes x (buckets + 1) x 8 bytes, rounded to cache lines; the defaults (4 bits, max
-// 2^40 - 1 ns, 16 stripes) take 592 buckets, about 75 KiB. Fewer stripes or bits shrink it.
+// Memory: (stripes + 4) x (buckets + 1) x 8 bytes, rounded to cache lines; the defaults (4 bits,
+// max 2^40 - 1 ns, 8 stripes on a 2-core machine) take 592 buckets, about 57 KiB. Fewer stripes or
+// bits shrink it.
 //
 // Example:
 //   auto latency = registry.add_latency_histogram("db_query_seconds", "Query latency.");
@@ -55,7 +56,7 @@ struct latency_histogram_options {
   // Largest value kept apart; larger ones share the top bucket. 2^40 - 1 ns (about 18 minutes)
   // exceeds any sensible request timeout while keeping the bucket count (592) small.
   std::chrono::nanoseconds max{(std::chrono::nanoseconds::rep{1} << 40) - 1};
-  // Stripes (rounded up to a power of two); 0 picks detail::metrics_default_stripes().
+  // Exclusive rows (1..64); 0 picks detail::metrics_default_stripes() (2x hardware threads, >= 8).
   std::size_t stripes = 0;
 };
 
@@ -124,11 +125,10 @@ class alignas(detail::cache_line_size) latency_histogram {
   // Records a duration given in nanoseconds. Lock-free, no allocation.
   void observe_ns(std::uint64_t ns) noexcept {
     const std::size_t bucket = bucket_index(bits_, std::min(ns, max_ns_));
-    std::atomic<std::uint64_t>* row = cells_.local_row();
-    // Relaxed: both words are statistics read on their own at scrape time; they order nothing.
-    // The read-modify-writes keep them exact when two threads share a stripe.
-    row[1 + bucket].fetch_add(1, std::memory_order_relaxed);
-    row[0].fetch_add(ns, std::memory_order_relaxed);
+    const auto row = cells_.local();
+    // Relaxed order: see detail::striped_words::add.
+    detail::striped_words::add(row.words[1 + bucket], 1, row.exclusive);
+    detail::striped_words::add(row.words[0], ns, row.exclusive);
   }
 
   // Returns a copy of the counts. Complexity: O(stripes x buckets); allocates. Observations made

@@ -485,9 +485,9 @@ inline void collector_registration::reset() {
 class registry {
  public:
   struct options {
-    // Stripes of each counter, histogram and latency histogram (rounded up to a power of two). 0
-    // picks detail::metrics_default_stripes() (2x hardware threads, at least 16): enough that
-    // concurrent updaters rarely share a stripe. Lower it to save memory with many children.
+    // Exclusive rows of each counter, histogram and latency histogram (1..64). 0 picks
+    // detail::metrics_default_stripes() (2x hardware threads, at least 8): one per thread that
+    // updates metrics, in most applications. Lower it to save memory with many children.
     std::size_t stripes = 0;
   };
 
