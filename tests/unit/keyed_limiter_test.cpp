@@ -48,7 +48,9 @@ TEST_CASE("keyed_limiter: the least recently seen key is evicted at the cap",
           "[keyed_limiter]") {
   manual_clock clock;
   keyed_t keyed({.limits = {.rate = 1, .burst = 2}, .max_keys = 3, .shards = 1}, clock);
-  for (std::uint64_t k : {1, 2, 3}) CHECK(keyed.try_acquire(k, 2).allowed);  // all three empty
+  for (const std::uint64_t k : {std::uint64_t{1}, std::uint64_t{2}, std::uint64_t{3}}) {
+    CHECK(keyed.try_acquire(k, 2).allowed);  // all three empty
+  }
   CHECK_FALSE(keyed.try_acquire(1).allowed);  // 1 is now the most recently seen
   CHECK(keyed.try_acquire(4).allowed);        // evicts 2, the least recently seen
   CHECK(keyed.evictions() == 1);
