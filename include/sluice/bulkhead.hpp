@@ -20,8 +20,8 @@
 //       `sluice::detail::wait_until`, so `sluice::testing::manual_clock` tests are exact.
 // Errors: rejections are returned, never thrown, and never allocate: `bulkhead_rejection::full`
 //         and `queue_full` (ResourceExhausted), `deadline_exceeded` (DeadlineExceeded).
-// Performance: without a queue, acquire and release are one atomic CAS / decrement. With a queue,
-//         they take the bulkhead's mutex (waiters must be ordered).
+// Performance: while nobody waits, acquire and release are one atomic CAS / decrement (lock-free,
+//         with or without a queue). Waiting, and releasing while callers wait, take the mutex.
 //
 // Example:
 //   sluice::bulkhead db_slots({.max_concurrent = 8, .max_queue = 32});
@@ -142,39 +142,28 @@ class bulkhead {
   bulkhead& operator=(const bulkhead&) = delete;
 
   // Takes a free slot without waiting; refuses with `full` when none is free or callers are
-  // queued (so it never overtakes them). Lock-free without a queue.
-  [[nodiscard]] acquire_result try_acquire() ABSL_LOCKS_EXCLUDED(mu_) {
-    if (max_queue_ == 0) {
-      // Acquire on success pairs with the release in release_slot: work done under the previous
-      // holder's permit happens-before this holder's. Relaxed on failure: nothing was taken.
-      std::size_t cur = in_use_.load(std::memory_order_relaxed);
-      do {
-        if (cur >= max_concurrent_) return bulkhead_rejection::full;
-      } while (!in_use_.compare_exchange_weak(cur, cur + 1, std::memory_order_acquire,
-                                              std::memory_order_relaxed));
-      return permit(this);
-    }
-    detail::mutex_lock lock(mu_);
-    if (head_ == nullptr && in_use_.load(std::memory_order_relaxed) < max_concurrent_) {
-      in_use_.fetch_add(1, std::memory_order_relaxed);
-      return permit(this);
-    }
+  // queued (so it never overtakes them). Lock-free.
+  [[nodiscard]] acquire_result try_acquire() noexcept {
+    if (try_take()) return permit(this);
     return bulkhead_rejection::full;
   }
 
   // Takes a slot, waiting in FIFO order (if the bulkhead has a queue) until `d`. Refuses with
-  // `full` (no queue), `queue_full` or `deadline_exceeded`. Takes the mutex when queued.
+  // `full` (no queue), `queue_full` or `deadline_exceeded`. Lock-free unless it has to wait.
   [[nodiscard]] acquire_result acquire(sluice::deadline<Clock> d = {}) ABSL_LOCKS_EXCLUDED(mu_) {
     if (d.expired(clock_)) return bulkhead_rejection::deadline_exceeded;
-    if (max_queue_ == 0) return try_acquire();
+    if (try_take()) return permit(this);
+    if (max_queue_ == 0) return bulkhead_rejection::full;
     detail::mutex_lock lock(mu_);
-    if (head_ == nullptr && in_use_.load(std::memory_order_relaxed) < max_concurrent_) {
-      in_use_.fetch_add(1, std::memory_order_relaxed);
-      return permit(this);
-    }
     if (queued_ >= max_queue_) return bulkhead_rejection::queue_full;
     waiter self;
     enqueue(&self);
+    // A release that decremented in_use_ before seeing our waiting_ increment will not hand us
+    // its slot (see release_slot): look for a free slot now that we are visible, if we are first.
+    if (head_ == &self && take_free()) {
+      unlink(&self);
+      return permit(this);
+    }
     if (d.is_infinite()) {
       while (!self.granted) cv_.wait(mu_);
     } else {
@@ -209,7 +198,7 @@ class bulkhead {
     return next();
   }
 
-  // Returns the slots in use (a snapshot).
+  // Returns the slots in use (a snapshot; relaxed: a statistic, not a synchronisation point).
   std::size_t in_use() const noexcept { return in_use_.load(std::memory_order_relaxed); }
   // Returns the callers waiting (a snapshot). Takes the mutex.
   std::size_t queued() const ABSL_LOCKS_EXCLUDED(mu_) {
@@ -239,6 +228,8 @@ class bulkhead {
     }
     tail_ = w;
     ++queued_;
+    // seq_cst: the store half of the Dekker pair with release_slot (see there).
+    waiting_.fetch_add(1, std::memory_order_seq_cst);
   }
 
   void unlink(waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -253,23 +244,42 @@ class bulkhead {
       tail_ = w->prev;
     }
     --queued_;
+    waiting_.fetch_sub(1, std::memory_order_seq_cst);
   }
 
+  // Takes a free slot if nobody is waiting (so a newcomer never overtakes the queue).
+  bool try_take() noexcept { return waiting_.load(std::memory_order_seq_cst) == 0 && take_free(); }
+
+  // Takes a free slot regardless of waiters. seq_cst on success: it pairs with the release's
+  // decrement (the previous holder's work happens-before ours) and takes part in the Dekker
+  // protocol of release_slot. Relaxed on failure: nothing was taken.
+  bool take_free() noexcept {
+    std::size_t cur = in_use_.load(std::memory_order_relaxed);
+    do {
+      if (cur >= max_concurrent_) return false;
+    } while (!in_use_.compare_exchange_weak(cur, cur + 1, std::memory_order_seq_cst,
+                                            std::memory_order_relaxed));
+    return true;
+  }
+
+  // Gives a slot back. Lock-free when nobody waits. When callers wait, re-takes a free slot
+  // under the mutex and hands it to the oldest waiter.
+  //
+  // Why no waiter is forgotten: the releaser decrements in_use_ and then reads waiting_; a waiter
+  // increments waiting_ and then (as head) looks for a free slot, all seq_cst. In the single total
+  // order either the releaser sees the waiter (and hands a slot over below) or the waiter sees
+  // the freed slot (and takes it in `acquire`).
   void release_slot() noexcept ABSL_LOCKS_EXCLUDED(mu_) {
-    if (max_queue_ == 0) {
-      // Release pairs with the acquire CAS of the next holder.
-      in_use_.fetch_sub(1, std::memory_order_release);
-      return;
-    }
+    in_use_.fetch_sub(1, std::memory_order_seq_cst);
+    if (waiting_.load(std::memory_order_seq_cst) == 0) return;
     {
       detail::mutex_lock lock(mu_);
       waiter* w = head_;
-      if (w == nullptr) {
-        in_use_.fetch_sub(1, std::memory_order_relaxed);  // the mutex orders holders
-        return;
-      }
+      // The freed slot may already be gone (to the head itself or a newcomer that raced the
+      // waiter's enqueue): then the next release serves the head.
+      if (w == nullptr || !take_free()) return;
       unlink(w);
-      w->granted = true;  // hand the slot over: in_use_ stays the same
+      w->granted = true;  // hand the re-taken slot over
     }
     cv_.notify_all();
   }
@@ -277,9 +287,10 @@ class bulkhead {
   const std::size_t max_concurrent_;
   const std::size_t max_queue_;
   Clock clock_;
-  // Slots in use. Atomic so the queue-less path is lock-free and `in_use()` needs no lock; with a
-  // queue it is only written under mu_.
+  // Slots in use, and callers queued (written under mu_, read lock-free): the two words of the
+  // lock-free fast path; see release_slot for their ordering.
   std::atomic<std::size_t> in_use_{0};
+  std::atomic<std::size_t> waiting_{0};
   mutable detail::mutex mu_;
   detail::cond_var cv_;
   waiter* head_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -193,3 +193,40 @@ TEST_CASE("bulkhead: concurrent callers never exceed the cap", "[bulkhead]") {
   CHECK(b.queued() == 0);
   if (queue == 64) CHECK(admitted.load() >= threads * per_thread / 2);  // waiters always get in
 }
+
+TEST_CASE("bulkhead: waiters with deadlines, releases and newcomers race safely", "[bulkhead]") {
+  const int threads = GENERATE(2, 4, 8);
+  INFO("threads = " << threads);
+  constexpr int per_thread = 3000;
+  sluice::bulkhead<> b({.max_concurrent = 2, .max_queue = 4});
+  std::atomic<int> inside{0};
+  std::atomic<bool> over_cap{false};
+  std::atomic<int> admitted{0};
+  std::atomic<int> refused{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      std::chrono::steady_clock clock;
+      for (int i = 0; i < per_thread; ++i) {
+        sluice::bulkhead<>::acquire_result p =
+            (i + t) % 3 == 0   ? b.try_acquire()
+            : (i + t) % 3 == 1 ? b.acquire(sluice::deadline<>::after(clock, 50us))
+                               : b.acquire();
+        if (!p) {
+          refused.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+        if (inside.fetch_add(1, std::memory_order_relaxed) + 1 > 2) over_cap = true;
+        if (i % 16 == 0) std::this_thread::yield();  // hold the slot a little longer
+        inside.fetch_sub(1, std::memory_order_relaxed);
+        admitted.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  for (auto& th : pool) th.join();  // a lost wake-up would hang here
+  CHECK_FALSE(over_cap.load());
+  CHECK(admitted.load() + refused.load() == threads * per_thread);
+  CHECK(admitted.load() > 0);
+  CHECK(b.in_use() == 0);
+  CHECK(b.queued() == 0);
+}

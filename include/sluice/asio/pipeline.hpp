@@ -35,6 +35,8 @@
 // then `sluice::asio::error::cancelled`. A finite deadline cancels the inner operation when it
 // passes.
 //
+// Allocation: each async_execute allocates its coroutine frames (Asio's awaitable frames are
+//             recycled per thread); the synchronous sluice::pipeline is the allocation-free path.
 // Thread safety: `async_execute` may be called concurrently. The pipeline, and the breakers and
 //                bulkheads it refers to, must outlive every operation started on it.
 // Time: std::chrono::steady_clock: timed policies must use it.
