@@ -89,7 +89,7 @@ class breaker_registry {
   using create_hook = std::function<void(const Key&, breaker_type&)>;
 
   // Returns OK if `opts` are valid, else InvalidArgument.
-  static absl::Status validate(const options_type& opts) {
+  [[nodiscard]] static absl::Status validate(const options_type& opts) {
     if (absl::Status st = breaker_type::validate(opts.breaker); !st.ok()) return st;
     if (opts.max_keys == 0) return absl::InvalidArgumentError("breaker_registry: max_keys >= 1");
     if (opts.shards == 0 || opts.shards > 4096) {
@@ -102,7 +102,7 @@ class breaker_registry {
   }
 
   // Creates an empty registry, or returns InvalidArgument.
-  static absl::StatusOr<breaker_registry> create(options_type opts, Clock clock = Clock(),
+  [[nodiscard]] static absl::StatusOr<breaker_registry> create(options_type opts, Clock clock = Clock(),
                                                  create_hook on_create = {}) {
     if (absl::Status st = validate(opts); !st.ok()) return st;
     return breaker_registry(std::move(opts), clock, std::move(on_create), valid_tag{});
@@ -119,7 +119,7 @@ class breaker_registry {
   // Returns the breaker for `key`, creating it (closed) if absent. At the cap, first evicts the
   // least recently used evictable entry; returns ResourceExhausted if there is none, and
   // InvalidArgument if `options_for` gave invalid options. Takes one shard lock at a time.
-  absl::StatusOr<std::shared_ptr<breaker_type>> get(const Key& key) {
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<breaker_type>> get(const Key& key) {
     const std::size_t h = absl::Hash<Key>{}(key);
     shard& s = shard_for(h);
     const std::int64_t now = now_ns();

@@ -137,6 +137,46 @@ inline call_outcome default_status_classifier(const absl::Status& status) noexce
   }
 }
 
+namespace detail {
+
+template <class E, class... Rest>
+bool exception_is_one_of(const std::exception_ptr& e) noexcept {
+#if defined(__cpp_exceptions)
+  try {
+    std::rethrow_exception(e);
+  } catch (const E&) {
+    return true;
+  } catch (...) {
+  }
+  if constexpr (sizeof...(Rest) > 0) {
+    return exception_is_one_of<Rest...>(e);
+  } else {
+    return false;
+  }
+#else
+  (void)e;
+  return false;
+#endif
+}
+
+}  // namespace detail
+
+// Returns a `classify_exception` predicate that classifies exceptions of the types `E...` (or
+// derived from them) as `outcome` and every other exception as a failure. Rethrows to inspect the
+// type, so it costs an exception rethrow per classified exception.
+//
+// Example:
+//   options.classify_exception =
+//       sluice::classify_exceptions<std::invalid_argument, std::out_of_range>(
+//           sluice::call_outcome::ignored);   // caller bugs say nothing about the dependency
+template <class... E>
+std::function<call_outcome(std::exception_ptr)> classify_exceptions(call_outcome outcome) {
+  static_assert(sizeof...(E) > 0, "name at least one exception type");
+  return [outcome](std::exception_ptr e) {
+    return e != nullptr && detail::exception_is_one_of<E...>(e) ? outcome : call_outcome::failure;
+  };
+}
+
 // How a circuit breaker judges its dependency. Validate with circuit_breaker<>::validate.
 struct circuit_breaker_options {
   // The sliding window of recent calls: count-based, last 100 calls by default (see
@@ -186,8 +226,8 @@ struct circuit_breaker_options {
   // Classifies a non-OK absl::Status from a call (OK is always a success). Empty: use
   // `default_status_classifier`.
   std::function<call_outcome(const absl::Status&)> classify_status = {};
-  // Classifies an exception thrown by a call passed to `execute` (rethrow it to inspect its type).
-  // Empty: every exception is a failure.
+  // Classifies an exception thrown by a call passed to `execute` (rethrow it to inspect its type,
+  // or use sluice::classify_exceptions<E...>(outcome)). Empty: every exception is a failure.
   std::function<call_outcome(std::exception_ptr)> classify_exception = {};
 };
 
@@ -404,7 +444,7 @@ class circuit_breaker {
   };
 
   // Returns OK if `opts` are valid, else InvalidArgument saying which option is wrong.
-  static absl::Status validate(const circuit_breaker_options& opts) {
+  [[nodiscard]] static absl::Status validate(const circuit_breaker_options& opts) {
     if (absl::Status st = health_recorder<Clock>::validate(opts.window); !st.ok()) return st;
     auto bad = [](const char* what) {
       return absl::InvalidArgumentError(std::string("circuit_breaker: ") + what);
@@ -442,7 +482,7 @@ class circuit_breaker {
   }
 
   // Creates a closed breaker, or returns InvalidArgument if `opts` are invalid.
-  static absl::StatusOr<circuit_breaker> create(circuit_breaker_options opts,
+  [[nodiscard]] static absl::StatusOr<circuit_breaker> create(circuit_breaker_options opts,
                                                 Clock clock = Clock()) {
     if (absl::Status st = validate(opts); !st.ok()) return st;
     return circuit_breaker(std::move(opts), clock, valid_tag{});
@@ -458,7 +498,7 @@ class circuit_breaker {
   // Asks to make one call: returns a permit, or a rejection (open, forced open, half-open probes
   // all out, shed by slow start). Never throws or allocates on the closed or open paths; takes
   // the breaker's lock only in half-open or when the open duration has just passed.
-  acquire_result try_acquire() noexcept {
+  [[nodiscard]] acquire_result try_acquire() noexcept {
     core& c = *core_;
     for (;;) {
       // Acquire: pairs with the release publishing a transition, so open_until_ns and the other
@@ -520,14 +560,14 @@ class circuit_breaker {
   // or, if refused, Unavailable with an empty message (no allocation, no exception). An exception
   // from fn is classified by classify_exception, recorded, and rethrown.
   template <class F>
-  auto execute(F&& fn) {
+  [[nodiscard]] auto execute(F&& fn) {
     return execute(std::forward<F>(fn), no_classifier{});
   }
 
   // As execute(fn), but classifies a returned value with `classify(value) -> call_outcome` (for
   // StatusOr results, the value of an OK one; a non-OK status still goes to classify_status).
   template <class F, class Classify>
-  auto execute(F&& fn, Classify&& classify) {
+  [[nodiscard]] auto execute(F&& fn, Classify&& classify) {
     using raw = std::invoke_result_t<F&>;
     using result = result_of_t<raw>;
     acquire_result a = try_acquire();

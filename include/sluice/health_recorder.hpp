@@ -130,7 +130,7 @@ class health_recorder {
   using options_type = health_recorder_options;
 
   // Returns OK if `opts` describes a valid window, else InvalidArgument saying why.
-  static absl::Status validate(const health_recorder_options& opts) {
+  [[nodiscard]] static absl::Status validate(const health_recorder_options& opts) {
     if (opts.kind == health_recorder_options::window_kind::count_based) {
       if (opts.window_size == 0 || opts.window_size > (std::size_t{1} << 30)) {
         return absl::InvalidArgumentError("health_recorder: window_size must be in [1, 2^30]");
@@ -152,7 +152,7 @@ class health_recorder {
   }
 
   // Creates a recorder, or returns InvalidArgument if `opts` is invalid. Allocates the window.
-  static absl::StatusOr<health_recorder> create(const health_recorder_options& opts,
+  [[nodiscard]] static absl::StatusOr<health_recorder> create(const health_recorder_options& opts,
                                                 Clock clock = Clock()) {
     if (absl::Status st = validate(opts); !st.ok()) return st;
     return health_recorder(opts, clock, valid_tag{});
@@ -189,13 +189,13 @@ class health_recorder {
 
   // Returns the window's current counts and rates. O(1) for count-based windows (reads no clock),
   // O(stripes * buckets) for time-based ones (reads the clock once).
-  health_snapshot snapshot() const noexcept {
+  [[nodiscard]] health_snapshot snapshot() const noexcept {
     if (kind_ == health_recorder_options::window_kind::count_based) return snapshot_count();
     return snapshot_time(clock_.now());
   }
 
   // Returns the window's counts as of `now` (time-based windows; count-based ignore `now`).
-  health_snapshot snapshot_at(time_point now) const noexcept {
+  [[nodiscard]] health_snapshot snapshot_at(time_point now) const noexcept {
     if (kind_ == health_recorder_options::window_kind::count_based) return snapshot_count();
     return snapshot_time(now);
   }

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <sluice/clock.hpp>
@@ -431,15 +432,7 @@ TEST_CASE("circuit_breaker: outcomes are classified by status, exception and res
           "[circuit_breaker]") {
   manual_clock clock;
   circuit_breaker_options o = test_options();
-  o.classify_exception = [](std::exception_ptr e) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::invalid_argument&) {
-      return call_outcome::ignored;
-    } catch (...) {
-      return call_outcome::failure;
-    }
-  };
+  o.classify_exception = sluice::classify_exceptions<std::invalid_argument>(call_outcome::ignored);
   breaker b(o, clock);
   CHECK(b.execute([] { return absl::NotFoundError("no such row"); }).code() ==
         absl::StatusCode::kNotFound);  // an answer: success
@@ -607,4 +600,37 @@ TEST_CASE("circuit_breaker: concurrent stress keeps probes bounded and counters 
   CHECK(m.transitions[static_cast<int>(breaker_state::open)] > 0);
   CHECK(m.transitions[static_cast<int>(breaker_state::half_open)] > 0);
   CHECK(m.window.calls <= 50);
+}
+
+TEST_CASE("circuit_breaker: classify_exceptions matches the listed types and derived ones",
+          "[circuit_breaker]") {
+  const auto classify =
+      sluice::classify_exceptions<std::invalid_argument, std::out_of_range>(call_outcome::ignored);
+  struct derived : std::invalid_argument {
+    derived() : std::invalid_argument("derived") {}
+  };
+  CHECK(classify(std::make_exception_ptr(std::invalid_argument("x"))) == call_outcome::ignored);
+  CHECK(classify(std::make_exception_ptr(std::out_of_range("x"))) == call_outcome::ignored);
+  CHECK(classify(std::make_exception_ptr(derived())) == call_outcome::ignored);
+  CHECK(classify(std::make_exception_ptr(std::runtime_error("x"))) == call_outcome::failure);
+  CHECK(classify(std::make_exception_ptr(42)) == call_outcome::failure);
+  const auto success_on = sluice::classify_exceptions<std::logic_error>(call_outcome::success);
+  CHECK(success_on(std::make_exception_ptr(std::invalid_argument("x"))) == call_outcome::success);
+}
+
+TEST_CASE("circuit_breaker: the header examples compile and behave", "[circuit_breaker]") {
+  sluice::circuit_breaker b1({.failure_rate_threshold = 0.5});  // STYLE's example, CTAD
+  STATIC_REQUIRE(std::is_same_v<decltype(b1), sluice::circuit_breaker<>>);
+  sluice::circuit_breaker<> b2({.failure_rate_threshold = 0.5, .minimum_calls = 20});
+  absl::StatusOr<std::string> body = b2.execute([] { return absl::StatusOr<std::string>("x"); });
+  CHECK(body.ok());
+  if (auto permit = b1.try_acquire()) {
+    std::thread t([p = std::move(*permit)]() mutable { p.record(absl::OkStatus()); });
+    t.join();
+  }
+  CHECK(b1.metrics().successful_calls == 1);
+  auto created = sluice::circuit_breaker<>::create({.open_duration = std::chrono::seconds(-1)});
+  CHECK(created.status().code() == absl::StatusCode::kInvalidArgument);
+  auto moved = sluice::circuit_breaker<>::create({}).value();  // movable before use
+  CHECK(moved.state() == breaker_state::closed);
 }
