@@ -2,11 +2,12 @@
 //
 // `sluice::pool<Connection>` keeps a bounded set of connections (database sessions, RPC channels,
 // anything costly to open) open and lends them out as RAII leases. It follows HikariCP's design:
-// a lock-free stack of idle connections on the fast path (most recently used first, so cold
-// connections idle out), a bounded FIFO queue of waiters with exact deadlines when every
-// connection is leased, jittered maximum lifetimes, keep-alive checks of idle connections, a
-// validation bypass for connections used moments ago, and leak detection that reports where a
-// lease held too long was acquired.
+// lock-free slots claimed with one CAS on the fast path, with a per-thread hint so a thread reuses
+// the connection it returned last (its cache line stays local: acquire/release scales across
+// threads), a bounded FIFO queue of waiters with exact deadlines when every connection is leased,
+// jittered maximum lifetimes, keep-alive checks of idle connections, a validation bypass for
+// connections used moments ago, and leak detection that reports where a lease held too long was
+// acquired.
 //
 // The user supplies a `pool_factory`: how to create, validate (ping), reset and close a connection.
 // Creation runs on the thread that needs the connection (the acquiring thread, or the thread
@@ -28,15 +29,20 @@
 //   owned by one thread at a time (it may move between threads). Leases may outlive the pool
 //   object: the shared state lives until the last lease is gone, and a lease returned to a
 //   destroyed or closed pool closes its connection.
-// Time: read from the injected clock (default std::chrono::steady_clock): twice per uncontended
-//   acquire + release (validation bypass and max lifetime on acquire, idle time on release).
+// Time: read from the injected clock (default std::chrono::steady_clock): once per uncontended
+//   acquire + release (on release: idle time and max lifetime), plus once on acquire when a
+//   `validate` function is set (the bypass window) or leak detection is on. Max lifetime is
+//   enforced on return and by `maintain()`, as HikariCP does. For the cheapest fast path use
+//   sluice::coarse_clock (~5 ns a read instead of ~24 ns; 1-4 ms resolution is plenty for
+//   lifetimes and idle timeouts of minutes).
 // Errors: `acquire` returns absl::StatusOr: ResourceExhausted when the waiter queue is full (the
 //   message carries size, idle, in_use and waiters at that moment), DeadlineExceeded when no
 //   connection came in time, Unavailable when the pool is closed or the factory failed / the
 //   backend is down (the message carries the factory's status). Factory callbacks may return
 //   errors; they must not throw.
-// Performance: an uncontended acquire + release is two CAS on one cache line plus two clock
-//   reads (bench/pool_bench.cpp: BM_pool_acquire_release); it neither allocates nor locks.
+// Performance: an uncontended acquire + release is three atomic RMWs on the slot's own cache line
+//   plus one clock read (bench/pool_bench.cpp: BM_pool_acquire_release); it neither allocates
+//   nor locks.
 //
 // Example:
 //   sluice::pool_factory<db_conn> factory{
@@ -68,7 +74,6 @@
 #include "sluice/detail/cache_line.hpp"
 #include "sluice/detail/clock.hpp"
 #include "sluice/detail/mutex.hpp"
-#include "sluice/detail/pool_idle_stack.hpp"
 #include "sluice/detail/random.hpp"
 
 namespace sluice {
@@ -221,6 +226,9 @@ class pool_lease;
 
 namespace detail {
 
+// The most slots (connections) a pool may have.
+inline constexpr std::uint32_t pool_max_slots = 1u << 20;
+
 // What a queued waiter is woken with.
 enum class pool_wake {
   handed,  // an idle connection (slot `index`) now belongs to the waiter
@@ -248,25 +256,46 @@ class pool_waiter {
 // The outcome of one acquisition attempt (see `pool_core::step_locked`).
 struct pool_step {
   enum kind_t { got, create, failed, enqueued } kind = failed;
-  std::uint32_t index = pool_idle_stack::nil;
+  std::uint32_t index = 0;
   absl::Status status{};
 };
 
-// Internal; the shared state behind `pool`, its leases and the Asio adapter. Reference counted:
-// the pool handle, each lease and each queued asynchronous waiter hold one reference.
+// The calling thread's affinity hint: the pool and slot it returned a connection to last. The
+// next acquire on that pool tries that slot first, so a thread that acquires and releases in a
+// loop keeps hitting one slot's cache line and never touches lines other threads write
+// (HikariCP's thread-local connection list, reduced to one entry).
+struct pool_thread_hint {
+  const void* core = nullptr;
+  std::uint32_t index = 0;
+};
+inline pool_thread_hint& thread_hint() noexcept {
+  thread_local pool_thread_hint hint;
+  return hint;
+}
+
+// Internal; the shared state behind `pool`, its leases and the Asio adapter.
+//
+// Each connection lives in a slot whose atomic word holds its state (empty, idle, leased,
+// reserved) in the low two bits and, above them, the number of threads still inside the pool
+// after publishing the slot as idle (a "bracket"). Idle slots are claimed with one CAS; a
+// returning lease publishes its slot with one RMW and closes its bracket with another, both on
+// the slot's own cache line. There is no per-lease reference count on a shared line: the state
+// is freed by whoever finds it orphaned (pool handle gone) with no connection left and no
+// asynchronous operation pending, after waiting for every open bracket to close.
 template <class Connection, class Clock>
 class pool_core {
  public:
   using time_point = typename Clock::time_point;
   using lease_type = pool_lease<Connection, Clock>;
-  static constexpr std::uint32_t nil = pool_idle_stack::nil;
+  static constexpr std::uint32_t nil = pool_max_slots;
+  // The state of a slot handed to a waiter or reserved for a connect (see checkout, lend).
+  static constexpr std::uint32_t reserved_state = 3;
 
   pool_core(pool_factory<Connection, Clock> factory, pool_options options, Clock clock)
       : factory_(std::move(factory)),
         options_(std::move(options)),
         clock_(std::move(clock)),
         slots_(std::make_unique<slot[]>(options_.max_size)),
-        idle_(options_.max_size),
         backoff_(options_.reconnect_backoff_initial) {
     free_.reserve(options_.max_size);
     for (std::size_t i = options_.max_size; i > 0; --i) {
@@ -277,39 +306,30 @@ class pool_core {
   Clock& clock() noexcept { return clock_; }
   const pool_options& options() const noexcept { return options_; }
 
-  // Adds a reference. Relaxed: the caller already holds one, so the object cannot go away.
-  void ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
-  // Drops a reference and deletes the state with the last. Acq_rel: every user's writes happen
-  // before the deleting thread's destruction (the shared_ptr argument).
-  void unref() noexcept {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-  }
-
-  // Tries the lock-free fast path: an idle connection when nobody is queued. Returns false when
-  // the slow path is needed.
+  // Tries the lock-free fast path: an idle connection when nobody is queued (the thread's hint
+  // slot first, then a scan). Returns false when the slow path is needed.
   bool try_fast(lease_type& out, const acquire_site& site) {
-    // Seq_cst: pairs with a waiter's seq_cst increment (see pool_idle_stack::push); relaxed on
-    // closed_ is enough, a lease handed out during close is closed on return.
+    // Seq_cst: pairs with a waiter's seq_cst store of the count (store-buffering: either this
+    // load sees the waiter, or the waiter's scan sees the slot a releaser published).
     while (waiters_.load(std::memory_order_seq_cst) == 0 &&
-           !closed_.load(std::memory_order_relaxed)) {
-      const std::uint32_t index = idle_.pop();
+           (flags_.load(std::memory_order_relaxed) & closed_flag) == 0) {
+      const std::uint32_t index = claim_any(leased);
       if (index == nil) return false;
-      if (checkout(index, clock_.now(), site, out)) return true;
+      if (checkout(index, site, out, leased)) return true;
     }
     return false;
   }
 
-  // Runs one attempt with the lock held: an idle connection, a reserved slot to create in, a
-  // failure, or `w` queued (when `w` is not null; else a timeout-style failure is not produced
-  // and `failed` with ResourceExhausted is returned only for a full queue).
+  // Runs one attempt with the lock held: an idle connection (reserved for the caller), a
+  // reserved slot to create in, a failure, or `w` queued.
   pool_step step_locked(pool_waiter* w, time_point now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     pool_step s;
-    if (closed_.load(std::memory_order_relaxed)) {
+    if (closed()) {
       s.status = absl::UnavailableError("sluice::pool: closed");
       return s;
     }
     if (waiter_count_ == 0) {
-      s.index = idle_.pop();
+      s.index = claim_any(reserved);
       if (s.index != nil) {
         s.kind = pool_step::got;
         return s;
@@ -336,8 +356,8 @@ class pool_core {
       return s;
     }
     enqueue_locked(w);
-    // A release may have pushed just before our increment became visible; look again.
-    s.index = idle_.pop();
+    // A release may have published a slot just before our count became visible; look again.
+    s.index = claim_any(reserved);
     if (s.index != nil) {
       dequeue_locked(w);
       s.kind = pool_step::got;
@@ -374,38 +394,38 @@ class pool_core {
         " ms (" + to_string(stats()) + ")");
   }
 
-  // Makes the slot the caller popped (or was handed) a lease if it is still usable: not past its
-  // lifetime, and valid (unless used within the bypass window). Otherwise closes it and returns
-  // false.
-  bool checkout(std::uint32_t index, time_point now, const acquire_site& site, lease_type& out) {
+  // Makes the slot the caller claimed (in state `state`: leased or reserved) a lease if it is
+  // still valid: validated unless used within the bypass window. Otherwise closes it and returns
+  // false. (Max lifetime is enforced on return and by maintain(), as HikariCP does, so that this
+  // path reads the clock only when there is a validation to bypass.)
+  bool checkout(std::uint32_t index, const acquire_site& site, lease_type& out,
+                std::uint32_t state) {
     slot& s = slots_[index];
-    if (now >= s.expires) {
-      destroy(index, pool_close_reason::expired);
-      return false;
-    }
-    if (factory_.validate && now - s.last_used >= options_.validation_bypass) {
-      if (!factory_.validate(*s.conn).ok()) {
-        validation_failures_.fetch_add(1, std::memory_order_relaxed);
-        destroy(index, pool_close_reason::validation_failed);
-        return false;
+    if (factory_.validate) {
+      const time_point now = clock_.now();
+      if (now - s.last_used >= options_.validation_bypass) {
+        if (!factory_.validate(*s.conn).ok()) {
+          validation_failures_.fetch_add(1, std::memory_order_relaxed);
+          destroy(index, pool_close_reason::validation_failed);
+          return false;
+        }
+        s.last_used = now;
       }
-      s.last_used = now;
     }
-    lend(index, now, site, out);
+    lend(index, site, out, state);
     return true;
   }
 
-  // Opens a connection in reserved slot `index` (no lock held). On success the slot belongs to
-  // the caller; on failure the reservation is given back and the backend marked down.
+  // Opens a connection in reserved slot `index` (no lock held). On success the slot (still
+  // reserved) belongs to the caller; on failure the reservation is given back and the backend
+  // marked down.
   absl::Status create_in(std::uint32_t index, time_point deadline) {
     absl::StatusOr<Connection> made = absl::DeadlineExceededError("sluice::pool: deadline passed");
-    const time_point start = clock_.now();
-    if (start < deadline) made = factory_.create(deadline);
+    if (clock_.now() < deadline) made = factory_.create(deadline);
     const time_point now = clock_.now();
     if (made.ok()) {
       slot& s = slots_[index];
       s.conn.emplace(std::move(*made));
-      s.created = now;
       s.last_used = now;
       s.last_checked = now;
       s.expires = expiry_for(now);
@@ -424,7 +444,7 @@ class pool_core {
       created_.fetch_add(1, std::memory_order_relaxed);
       if (came_back) emit({.kind = pool_event_kind::backend_up});
       emit({.kind = pool_event_kind::created});
-      if (closed_.load(std::memory_order_seq_cst)) {
+      if (closed()) {
         destroy(index, pool_close_reason::pool_closed);
         return absl::UnavailableError("sluice::pool: closed");
       }
@@ -459,26 +479,31 @@ class pool_core {
     return absl::UnavailableError("sluice::pool: connection factory failed: " + cause.ToString());
   }
 
-  // Stamps slot `index` as leased and stores the lease in `out`.
-  void lend(std::uint32_t index, time_point now, const acquire_site& site, lease_type& out) {
+  // Stamps slot `index` (owned by the caller in state `state`) as leased into `out`.
+  void lend(std::uint32_t index, const acquire_site& site, lease_type& out, std::uint32_t state) {
     slot& s = slots_[index];
+    if (state != leased) {
+      // Relaxed: the owner changes its own slot's state; nobody else may claim a reserved slot.
+      s.word.fetch_add(leased - state, std::memory_order_relaxed);
+    }
     if (options_.leak_detection_threshold.count() > 0) {
-      // Relaxed: the leak scan reads these as a best-effort report; `leased_ns` last so a scan
-      // that sees it non-zero usually sees this lease's site.
+      // Relaxed: the leak scan reads these as a best-effort report; `leased_ns` is stored last
+      // with release so a scan that sees it non-zero sees this lease's site.
       s.file.store(site.file, std::memory_order_relaxed);
       s.function.store(site.function, std::memory_order_relaxed);
       s.line.store(site.line, std::memory_order_relaxed);
       s.leak_reported.store(false, std::memory_order_relaxed);
-      s.leased_ns.store(to_ns(now), std::memory_order_release);
+      s.leased_ns.store(to_ns(clock_.now()), std::memory_order_release);
     }
+    // Relaxed: a statistic, striped per thread so concurrent acquirers do not share a line.
     acquired_[thread_stripe() % stripes].value.fetch_add(1, std::memory_order_relaxed);
-    ref();
     out.reset_to(this, index);
   }
 
   Connection& connection(std::uint32_t index) noexcept { return *slots_[index].conn; }
 
-  // Takes a connection back from a lease (or discards it when `broken`).
+  // Takes a connection back from a lease (or discards it when `broken`). The last access to the
+  // state of an orphaned pool frees it.
   void give_back(std::uint32_t index, bool broken) {
     slot& s = slots_[index];
     if (options_.leak_detection_threshold.count() > 0) {
@@ -495,26 +520,20 @@ class pool_core {
       reason = pool_close_reason::expired;
     }
     if (broken) {
+      // Relaxed: opens our bracket on a slot we own; the destroy below publishes under mu_.
+      s.word.fetch_add(bracket, std::memory_order_relaxed);
       destroy(index, reason);
-      return;
+    } else {
+      s.last_used = now;
+      pool_thread_hint& hint = thread_hint();
+      hint.core = this;
+      hint.index = index;
+      publish_idle_open(index, leased);
     }
-    s.last_used = now;
-    push_idle(index);
-  }
-
-  // Puts an owned, usable connection on the idle stack and serves waiters.
-  void push_idle(std::uint32_t index) {
-    idle_.push(index);
-    // Seq_cst loads: see pool_idle_stack::push (the store-buffering pairs with close() and with a
-    // waiter queueing).
-    if (closed_.load(std::memory_order_seq_cst)) {
-      drain_idle();
-      return;
-    }
-    if (waiters_.load(std::memory_order_seq_cst) > 0) {
-      mutex_lock lock(mu_);
-      dispatch_locked(clock_.now());
-    }
+    const bool last = orphan_check();
+    // Release: our accesses to the pool happen before a freeing thread sees the bracket closed.
+    s.word.fetch_sub(bracket, std::memory_order_release);
+    if (last) free_now();
   }
 
   // Closes the connection in slot `index` (owned by the caller) and frees the slot.
@@ -533,68 +552,85 @@ class pool_core {
   // Stops lending, fails every waiter, closes idle connections and waits until `deadline` for
   // leased ones to come back (they are closed on return).
   absl::Status close(time_point deadline) {
-    closed_.store(true, std::memory_order_seq_cst);
+    // Seq_cst: pairs with a releaser's seq_cst publish + flags load (see give_back).
+    flags_.fetch_or(closed_flag, std::memory_order_seq_cst);
     {
       mutex_lock lock(mu_);
       fail_all_locked(absl::UnavailableError("sluice::pool: closed"));
     }
     drain_idle();
     mutex_lock lock(mu_);
-    const bool drained = detail::wait_until(clock_, drained_cv_, mu_, deadline, [&] {
-      return size_.load(std::memory_order_relaxed) == 0;
-    });
+    const bool drained = detail::wait_until(clock_, drained_cv_, mu_, deadline,
+                                            [&] { return size_.load(std::memory_order_relaxed) == 0; });
     if (drained) return absl::OkStatus();
     return absl::DeadlineExceededError(
         "sluice::pool: close deadline passed with " +
         std::to_string(size_.load(std::memory_order_relaxed)) + " connection(s) still out");
   }
 
-  bool closed() const noexcept { return closed_.load(std::memory_order_relaxed); }
+  // Called by the pool handle's destructor after close(): the state is freed now if nothing uses
+  // it, else by the last lease returned or asynchronous operation finished.
+  void orphan() {
+    flags_.fetch_or(orphaned_flag, std::memory_order_seq_cst);
+    if (orphan_check()) free_now();
+  }
+
+  // Counts an asynchronous operation that uses the state (sluice::asio).
+  void async_ref() {
+    mutex_lock lock(mu_);
+    ++async_refs_;
+  }
+  // Uncounts it; may free an orphaned state. The caller must not touch the pool afterwards.
+  void async_unref() {
+    bool last = false;
+    {
+      mutex_lock lock(mu_);
+      --async_refs_;
+      last = last_user_locked();
+    }
+    if (last) free_now();
+  }
+
+  bool closed() const noexcept {
+    // Seq_cst: see close(); also a cheap read on the fast path (x86: a plain load).
+    return (flags_.load(std::memory_order_seq_cst) & closed_flag) != 0;
+  }
 
   // One maintenance pass; see pool::maintain.
   pool_maintenance_report maintain() {
     pool_maintenance_report report;
     const time_point now = clock_.now();
-    // Take every idle connection off the stack, newest first. Acquirers meanwhile see an empty
-    // stack for a moment and may open a connection (within max_size).
-    std::vector<std::uint32_t> taken;
-    for (std::uint32_t i = idle_.pop(); i != nil; i = idle_.pop()) taken.push_back(i);
-    std::vector<std::uint32_t> keep, check;
     std::size_t live = size_.load(std::memory_order_relaxed);
-    // Oldest-idle first (the bottom of the stack), so idle eviction removes the coldest.
-    for (auto it = taken.rbegin(); it != taken.rend(); ++it) {
-      slot& s = slots_[*it];
+    for (std::uint32_t i = 0; i < options_.max_size; ++i) {
+      if (!claim(i, reserved)) continue;
+      slot& s = slots_[i];
       if (now >= s.expires) {
-        destroy(*it, pool_close_reason::expired);
+        destroy(i, pool_close_reason::expired);
         ++report.expired;
         --live;
       } else if (options_.idle_timeout.count() > 0 && now - s.last_used >= options_.idle_timeout &&
                  live > options_.min_idle) {
-        destroy(*it, pool_close_reason::idle_timeout);
+        destroy(i, pool_close_reason::idle_timeout);
         ++report.evicted_idle;
         --live;
       } else if (options_.keepalive_interval.count() > 0 && factory_.validate &&
                  now - std::max(s.last_used, s.last_checked) >= options_.keepalive_interval) {
-        check.push_back(*it);
+        ++report.keepalive_checked;
+        if (factory_.validate(*s.conn).ok()) {
+          s.last_checked = clock_.now();
+          publish_idle(i, reserved);
+        } else {
+          validation_failures_.fetch_add(1, std::memory_order_relaxed);
+          ++report.keepalive_failed;
+          destroy(i, pool_close_reason::validation_failed);
+          --live;
+        }
       } else {
-        keep.push_back(*it);
-      }
-    }
-    // Back in original order: the newest ends on top.
-    for (std::uint32_t i : keep) push_idle(i);
-    for (std::uint32_t i : check) {
-      ++report.keepalive_checked;
-      if (factory_.validate(*slots_[i].conn).ok()) {
-        slots_[i].last_checked = clock_.now();
-        push_idle(i);
-      } else {
-        validation_failures_.fetch_add(1, std::memory_order_relaxed);
-        ++report.keepalive_failed;
-        destroy(i, pool_close_reason::validation_failed);
+        publish_idle(i, reserved);
       }
     }
     // Refill to min_idle, one connect at a time (paced while the backend is down).
-    while (!closed() && idle_.size() < options_.min_idle) {
+    while (!closed() && idle_count() < options_.min_idle) {
       std::uint32_t index = nil;
       {
         mutex_lock lock(mu_);
@@ -610,7 +646,7 @@ class pool_core {
         break;
       }
       ++report.created;
-      push_idle(index);
+      publish_idle(index, reserved);
     }
     // Leak detection.
     if (options_.leak_detection_threshold.count() > 0) {
@@ -641,10 +677,13 @@ class pool_core {
   pool_stats stats() const noexcept {
     pool_stats st;
     st.size = size_.load(std::memory_order_relaxed);
-    st.idle = idle_.size();
+    st.idle = idle_count();
     st.pending_creates = creating_.load(std::memory_order_relaxed);
-    const std::size_t not_leased = st.idle + st.pending_creates;
-    st.in_use = st.size > not_leased ? st.size - not_leased : 0;
+    std::size_t leased_now = 0;
+    for (std::size_t i = 0; i < options_.max_size; ++i) {
+      if ((slots_[i].word.load(std::memory_order_relaxed) & state_mask) == leased) ++leased_now;
+    }
+    st.in_use = leased_now;
     st.waiters = waiters_.load(std::memory_order_relaxed);
     for (const auto& a : acquired_) st.acquired += a.value.load(std::memory_order_relaxed);
     st.created = created_.load(std::memory_order_relaxed);
@@ -667,10 +706,17 @@ class pool_core {
   }
 
  private:
-  struct slot {
-    // Owned by whoever holds the slot (popped it, leased it, reserved it): no lock needed.
+  // Slot states (low two bits of the word) and one bracket (the rest).
+  static constexpr std::uint32_t empty = 0, idle = 1, leased = 2, reserved = reserved_state;
+  static constexpr std::uint32_t state_mask = 3, bracket = 4;
+  static constexpr std::uint8_t closed_flag = 1, orphaned_flag = 2;
+
+  struct alignas(cache_line_size) slot {
+    // State and brackets; see the class comment.
+    std::atomic<std::uint32_t> word{empty};
+    // Owned by whoever holds the slot (leased, reserved): no lock needed. Ownership moves with
+    // the seq_cst publish (release) and claim (acquire) of `word`.
     std::optional<Connection> conn;
-    time_point created{};
     time_point expires{};
     time_point last_used{};
     time_point last_checked{};
@@ -686,6 +732,86 @@ class pool_core {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   }
 
+  // Claims slot `i` if idle, moving it to `to` (leased or reserved). Seq_cst: the acquire half
+  // takes ownership from the publisher; seq_cst orders it against the waiter count (see
+  // try_fast).
+  bool claim(std::uint32_t i, std::uint32_t to) noexcept {
+    std::atomic<std::uint32_t>& word = slots_[i].word;
+    std::uint32_t w = word.load(std::memory_order_relaxed);
+    while ((w & state_mask) == idle) {
+      if (word.compare_exchange_weak(w, (w & ~state_mask) | to, std::memory_order_seq_cst,
+                                     std::memory_order_relaxed)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Claims any idle slot (the thread's hint first); returns its index or nil.
+  std::uint32_t claim_any(std::uint32_t to) noexcept {
+    const pool_thread_hint& hint = thread_hint();
+    if (hint.core == this && hint.index < options_.max_size && claim(hint.index, to)) {
+      return hint.index;
+    }
+    for (std::uint32_t i = 0; i < options_.max_size; ++i) {
+      if (claim(i, to)) return i;
+    }
+    return nil;
+  }
+
+  std::size_t idle_count() const noexcept {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < options_.max_size; ++i) {
+      if ((slots_[i].word.load(std::memory_order_relaxed) & state_mask) == idle) ++n;
+    }
+    return n;
+  }
+
+  // Publishes slot `index` (owned in state `from`) as idle and opens a bracket, then serves
+  // waiters or, if the pool closed meanwhile, closes it. The caller closes the bracket.
+  void publish_idle_open(std::uint32_t index, std::uint32_t from) {
+    // Seq_cst RMW: releases the owner's writes to the claimer, and orders against the seq_cst
+    // loads of flags_ and waiters_ below (store-buffering with close() and a queueing waiter).
+    slots_[index].word.fetch_add(idle - from + bracket, std::memory_order_seq_cst);
+    if ((flags_.load(std::memory_order_seq_cst) & closed_flag) != 0) {
+      if (claim(index, reserved)) destroy(index, pool_close_reason::pool_closed);
+    } else if (waiters_.load(std::memory_order_seq_cst) > 0) {
+      mutex_lock lock(mu_);
+      dispatch_locked(clock_.now());
+    }
+  }
+
+  // Publishes an owned slot as idle (maintenance, refills): publish_idle_open + close.
+  void publish_idle(std::uint32_t index, std::uint32_t from) {
+    publish_idle_open(index, from);
+    slots_[index].word.fetch_sub(bracket, std::memory_order_release);
+  }
+
+  // True for the one caller that finds the orphaned state unused; it must free it.
+  bool orphan_check() {
+    if ((flags_.load(std::memory_order_seq_cst) & orphaned_flag) == 0) return false;
+    mutex_lock lock(mu_);
+    return last_user_locked();
+  }
+
+  bool last_user_locked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if ((flags_.load(std::memory_order_relaxed) & orphaned_flag) == 0 || freeing_ ||
+        size_.load(std::memory_order_relaxed) != 0 || async_refs_ != 0) {
+      return false;
+    }
+    freeing_ = true;
+    return true;
+  }
+
+  // Waits for every other thread's bracket to close, then deletes the state.
+  void free_now() {
+    for (std::size_t i = 0; i < options_.max_size; ++i) {
+      // Acquire: pairs with the release that closes a bracket.
+      while ((slots_[i].word.load(std::memory_order_acquire) >> 2) != 0) std::this_thread::yield();
+    }
+    delete this;
+  }
+
   time_point expiry_for(time_point created) const {
     if (options_.max_lifetime.count() <= 0) return time_point::max();
     const double cut = options_.max_lifetime_jitter * detail::random_unit();
@@ -694,9 +820,19 @@ class pool_core {
     return created + std::chrono::duration_cast<typename Clock::duration>(life);
   }
 
+  // Sets the state bits of an owned or empty slot, keeping its brackets.
+  void set_state(std::uint32_t index, std::uint32_t to) noexcept {
+    std::atomic<std::uint32_t>& word = slots_[index].word;
+    std::uint32_t w = word.load(std::memory_order_relaxed);
+    while (!word.compare_exchange_weak(w, (w & ~state_mask) | to, std::memory_order_acq_rel,
+                                       std::memory_order_relaxed)) {
+    }
+  }
+
   std::uint32_t reserve_locked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const std::uint32_t index = free_.back();
     free_.pop_back();
+    set_state(index, reserved);
     size_.fetch_add(1, std::memory_order_relaxed);
     creating_.fetch_add(1, std::memory_order_relaxed);
     if (down_) probe_in_flight_ = true;
@@ -704,9 +840,9 @@ class pool_core {
   }
 
   void release_slot_locked(std::uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    set_state(index, empty);
     free_.push_back(index);
     size_.fetch_sub(1, std::memory_order_relaxed);
-    down_flag_.store(down_, std::memory_order_relaxed);
   }
 
   void enqueue_locked(pool_waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -720,7 +856,7 @@ class pool_core {
     }
     tail_ = w;
     ++waiter_count_;
-    // Seq_cst: see try_fast and pool_idle_stack::push.
+    // Seq_cst: see try_fast.
     waiters_.store(waiter_count_, std::memory_order_seq_cst);
   }
 
@@ -743,10 +879,9 @@ class pool_core {
 
   // Hands idle connections and free capacity to queued waiters, in FIFO order.
   void dispatch_locked(time_point now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    down_flag_.store(down_, std::memory_order_relaxed);
-    while (head_ != nullptr && !closed_.load(std::memory_order_relaxed)) {
+    while (head_ != nullptr && !closed()) {
       pool_waiter* w = head_;
-      const std::uint32_t index = idle_.pop();
+      const std::uint32_t index = claim_any(reserved);
       if (index != nil) {
         dequeue_locked(w);
         w->on_wake(pool_wake::handed, index, absl::OkStatus());
@@ -754,9 +889,9 @@ class pool_core {
       }
       if (size_.load(std::memory_order_relaxed) < options_.max_size &&
           (!down_ || (now >= next_attempt_ && !probe_in_flight_))) {
-        const std::uint32_t reserved = reserve_locked();
+        const std::uint32_t reserved_index = reserve_locked();
         dequeue_locked(w);
-        w->on_wake(pool_wake::create, reserved, absl::OkStatus());
+        w->on_wake(pool_wake::create, reserved_index, absl::OkStatus());
         continue;
       }
       break;
@@ -764,7 +899,6 @@ class pool_core {
   }
 
   void fail_all_locked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    down_flag_.store(down_, std::memory_order_relaxed);
     while (head_ != nullptr) {
       pool_waiter* w = head_;
       dequeue_locked(w);
@@ -773,8 +907,8 @@ class pool_core {
   }
 
   void drain_idle() {
-    for (std::uint32_t i = idle_.pop(); i != nil; i = idle_.pop()) {
-      destroy(i, pool_close_reason::pool_closed);
+    for (std::uint32_t i = 0; i < options_.max_size; ++i) {
+      if (claim(i, reserved)) destroy(i, pool_close_reason::pool_closed);
     }
   }
 
@@ -784,21 +918,20 @@ class pool_core {
   const pool_options options_;
   Clock clock_;
   std::unique_ptr<slot[]> slots_;
-  pool_idle_stack idle_;
-  // Starts at 1: the pool handle's reference.
-  std::atomic<std::int64_t> refs_{1};
+  // Read on every acquire and release, written rarely: kept apart from the counters below.
+  // closed_flag | orphaned_flag.
+  alignas(cache_line_size) std::atomic<std::uint8_t> flags_{0};
   // The number of queued waiters, readable without the lock (written under it).
   std::atomic<std::size_t> waiters_{0};
-  std::atomic<bool> closed_{false};
   // Open connections + connects in progress; written under mu_, read anywhere (relaxed: stats
   // and decisions under mu_ only).
-  std::atomic<std::size_t> size_{0};
+  alignas(cache_line_size) std::atomic<std::size_t> size_{0};
   std::atomic<std::size_t> creating_{0};
   std::atomic<bool> down_flag_{false};
-  padded<std::atomic<std::uint64_t>> acquired_[stripes];
   // Counters: relaxed, statistics only.
   std::atomic<std::uint64_t> created_{0}, closed_count_{0}, create_failures_{0},
       validation_failures_{0}, timeouts_{0}, exhausted_{0}, leaks_{0};
+  padded<std::atomic<std::uint64_t>> acquired_[stripes];
 
   mutex mu_;
   cond_var drained_cv_;
@@ -806,6 +939,8 @@ class pool_core {
   pool_waiter* head_ ABSL_GUARDED_BY(mu_) = nullptr;
   pool_waiter* tail_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::size_t waiter_count_ ABSL_GUARDED_BY(mu_) = 0;
+  std::size_t async_refs_ ABSL_GUARDED_BY(mu_) = 0;
+  bool freeing_ ABSL_GUARDED_BY(mu_) = false;
   bool down_ ABSL_GUARDED_BY(mu_) = false;
   bool probe_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   time_point next_attempt_ ABSL_GUARDED_BY(mu_){};
@@ -859,7 +994,6 @@ class pool_lease {
     if (core_ == nullptr) return;
     auto* core = std::exchange(core_, nullptr);
     core->give_back(index_, std::exchange(broken_, false));
-    core->unref();
   }
 
  private:
@@ -891,8 +1025,8 @@ class pool {
   [[nodiscard]] static absl::StatusOr<pool> make(factory_type factory, pool_options options = {},
                                                  Clock clock = Clock()) {
     if (!factory.create) return absl::InvalidArgumentError("sluice::pool: factory.create is empty");
-    if (options.max_size == 0 || options.max_size >= detail::pool_idle_stack::max_slots) {
-      return absl::InvalidArgumentError("sluice::pool: max_size must be in [1, 2^21 - 2]");
+    if (options.max_size == 0 || options.max_size >= detail::pool_max_slots) {
+      return absl::InvalidArgumentError("sluice::pool: max_size must be in [1, 2^20 - 1]");
     }
     if (options.min_idle > options.max_size) {
       return absl::InvalidArgumentError("sluice::pool: min_idle exceeds max_size");
@@ -1035,7 +1169,7 @@ class pool {
   void drop() {
     if (core_ == nullptr) return;
     (void)core_->close(core_->clock().now());
-    std::exchange(core_, nullptr)->unref();
+    std::exchange(core_, nullptr)->orphan();
   }
 
   // A blocked synchronous caller.
@@ -1085,12 +1219,12 @@ class pool {
       }
       switch (step.kind) {
         case detail::pool_step::got:
-          if (core.checkout(step.index, core.clock().now(), site, out)) return std::move(out);
+          if (core.checkout(step.index, site, out, core.reserved_state)) return std::move(out);
           break;  // unusable: it was closed; try again
         case detail::pool_step::create: {
           absl::Status created = core.create_in(step.index, deadline);
           if (!created.ok()) return created;
-          core.lend(step.index, core.clock().now(), site, out);
+          core.lend(step.index, site, out, core.reserved_state);
           return std::move(out);
         }
         case detail::pool_step::failed:

@@ -472,3 +472,33 @@ TEST_CASE("pool: the maintenance thread refills min_idle", "[pool]") {
   auto moved = std::move(p);  // the handle moves freely
   CHECK(moved.stats().idle == 2);
 }
+
+TEST_CASE("pool: leases returned while the pool is destroyed free the state once", "[pool]") {
+  backend b;
+  for (int round = 0; round < 50; ++round) {
+    std::optional<sluice::pool<conn>> p;
+    {
+      auto made = sluice::pool<conn>::make(make_factory<std::chrono::steady_clock>(b),
+                                           {.max_size = 4});
+      REQUIRE(made.ok());
+      p.emplace(std::move(*made));
+    }
+    std::vector<sluice::pool<conn>::lease> mine, theirs;
+    for (int i = 0; i < 4; ++i) {
+      auto l = p->acquire(1s);
+      REQUIRE(l.ok());
+      (i % 2 == 0 ? mine : theirs).push_back(std::move(*l));
+    }
+    mine.pop_back();  // one returned (idle) before the pool goes away
+    std::atomic<bool> go{false};
+    std::thread returner([&] {
+      while (!go) std::this_thread::yield();
+      theirs.clear();  // returned concurrently with the pool's destruction
+    });
+    go = true;
+    p.reset();
+    returner.join();
+    mine.clear();  // returned after the pool is gone: closed, the state freed by the last one
+    CHECK(b.alive == 0);
+  }
+}

@@ -98,7 +98,8 @@ class offload_op final : public std::enable_shared_from_this<offload_op<Handler,
 
   // Completes with `ep` and the result (if any) on the handler's executor.
   void finish(std::exception_ptr ep, std::optional<value_type> value) {
-    boost::asio::post(executor_, [self = this->shared_from_this(), ep,
+    // Moved, not copied: no reference to the exception stays on the worker after the post.
+    boost::asio::post(executor_, [self = this->shared_from_this(), ep = std::move(ep),
                                   value = std::move(value)]() mutable {
       boost::asio::get_associated_cancellation_slot(self->handler_).clear();
       auto work = std::move(self->work_);
@@ -166,7 +167,7 @@ auto offload(sluice::basic_offload_executor<Clock>& executor, Fn&& fn, Completio
               } catch (...) {
                 ep = std::current_exception();
               }
-              op->finish(ep, std::move(value));
+              op->finish(std::move(ep), std::move(value));
             },
             opts);
         if (!queued.ok() && op->claim()) op->fail(to_error_code(queued));

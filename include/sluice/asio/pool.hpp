@@ -72,11 +72,11 @@ class acquire_op final : public sluice::detail::pool_waiter,
         deadline_(deadline),
         start_(core.clock().now()),
         site_(site) {
-    core_.ref();
+    core_.async_ref();
   }
   acquire_op(const acquire_op&) = delete;
   acquire_op& operator=(const acquire_op&) = delete;
-  ~acquire_op() { core_.unref(); }
+  ~acquire_op() { core_.async_unref(); }
 
   // Makes the first attempt; completes later, never inline.
   void start() { attempt(true); }
@@ -162,7 +162,7 @@ class acquire_op final : public sluice::detail::pool_waiter,
     lease_type lease;
     switch (step.kind) {
       case sluice::detail::pool_step::got:
-        if (core_.checkout(step.index, core_.clock().now(), site_, lease)) {
+        if (core_.checkout(step.index, site_, lease, core_type::reserved_state)) {
           complete({}, std::move(lease));
         } else {
           attempt(false);  // it was closed as unusable: try again
@@ -174,7 +174,7 @@ class acquire_op final : public sluice::detail::pool_waiter,
           complete(to_error_code(created), lease_type());
           return;
         }
-        core_.lend(step.index, core_.clock().now(), site_, lease);
+        core_.lend(step.index, site_, lease, core_type::reserved_state);
         complete({}, std::move(lease));
         return;
       }
