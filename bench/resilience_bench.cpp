@@ -77,11 +77,10 @@ void pipeline_execute(benchmark::State& state) {
   static sluice::circuit_breaker<Clock> breaker;
   static sluice::bulkhead<Clock> slots({.max_concurrent = 64});
   static sluice::token_bucket_retry_budget budget;
-  auto p = sluice::pipeline(sluice::fallback(0, sluice::fallback_on::rejections),
-                            sluice::retry<Clock, sluice::token_bucket_retry_budget>(
-                                {.max_attempts = 3}, budget),
-                            sluice::breaker_ref(breaker), sluice::bulkhead_ref(slots),
-                            sluice::timeout<Clock>(1s));
+  auto p = sluice::pipeline(
+      sluice::fallback(0, sluice::fallback_on::rejections),
+      sluice::retry<Clock, sluice::token_bucket_retry_budget>({.max_attempts = 3}, budget),
+      sluice::breaker_ref(breaker), sluice::bulkhead_ref(slots), sluice::timeout<Clock>(1s));
   for (auto _ : state) {
     auto r = p.execute(work);
     benchmark::DoNotOptimize(r);

@@ -43,21 +43,23 @@ int main() {
   // A deadline too short for the next backoff: the retry gives up early with the last error
   // instead of sleeping past it.
   flaky_service down{100};
-  auto hurried = retry.execute([&] { return down.get_price(); }, sluice::deadline<>::after(clock, 2ms));
+  auto hurried =
+      retry.execute([&] { return down.get_price(); }, sluice::deadline<>::after(clock, 2ms));
   std::printf("hurried: %s after %d attempt(s)\n", hurried.status().ToString().c_str(), down.calls);
   if (hurried.ok() || down.calls > 2) return 1;
 
   // During an outage the shared budget stops retrying: each call then makes a single attempt.
   int attempts_before = down.calls;
   for (int i = 0; i < 5; ++i) (void)retry.execute([&] { return down.get_price(); });
-  std::printf("outage: 5 calls made %d attempts, budget %.1f tokens\n", down.calls - attempts_before,
-              budget.tokens());
+  std::printf("outage: 5 calls made %d attempts, budget %.1f tokens\n",
+              down.calls - attempts_before, budget.tokens());
   if (budget.try_retry()) return 1;
 
   // A retry in a pipeline: a fallback outermost, a timeout per attempt innermost.
-  auto pipeline = sluice::pipeline(
-      sluice::fallback(-1), sluice::retry({.max_attempts = 3, .delay = sluice::backoff::constant(1ms)}),
-      sluice::timeout(100ms));
+  auto pipeline =
+      sluice::pipeline(sluice::fallback(-1),
+                       sluice::retry({.max_attempts = 3, .delay = sluice::backoff::constant(1ms)}),
+                       sluice::timeout(100ms));
   flaky_service other{1};
   auto outcome = pipeline.execute_outcome([&](sluice::call_context<>& ctx) {
     (void)ctx.deadline();  // pass ctx.deadline().remaining(clock) on to a real client

@@ -39,6 +39,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/deadline.hpp"
 #include "sluice/detail/clock.hpp"
 #include "sluice/detail/mutex.hpp"

@@ -84,9 +84,7 @@ class deadline {
   constexpr bool expired(time_point now) const noexcept { return !is_infinite() && at_ <= now; }
 
   // Returns whether the deadline has passed on `clock`. Reads the clock only when finite.
-  bool expired(const Clock& clock) const noexcept {
-    return !is_infinite() && at_ <= clock.now();
-  }
+  bool expired(const Clock& clock) const noexcept { return !is_infinite() && at_ <= clock.now(); }
 
   // Returns whether work of length `d` started at `now` would end strictly before the deadline.
   // Retry uses it so that no attempt or backoff sleep starts that cannot finish in time.

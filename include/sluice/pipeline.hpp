@@ -44,6 +44,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/deadline.hpp"
 #include "sluice/policy.hpp"
 
@@ -66,9 +67,8 @@ class breaker_ref {
   explicit breaker_ref(Breaker& b) noexcept : b_(&b) {}
 
   // Returns the breaker's clock (when it exposes one, the pipeline uses it).
-  decltype(auto) clock() const noexcept
-    requires requires(const Breaker& b) { b.clock(); }
-  {
+  template <class B = Breaker>
+  auto clock() const noexcept -> decltype(std::declval<const B&>().clock()) {
     return b_->clock();
   }
 
@@ -106,7 +106,8 @@ struct policy_clock {
   using type = void;
 };
 template <class P>
-struct policy_clock<P, std::void_t<typename P::clock_type, decltype(std::declval<const P&>().clock())>> {
+struct policy_clock<
+    P, std::void_t<typename P::clock_type, decltype(std::declval<const P&>().clock())>> {
   using type = typename P::clock_type;
 };
 template <class Breaker>
@@ -121,9 +122,9 @@ struct first_clock {
 };
 template <class P, class... Ps>
 struct first_clock<P, Ps...> {
-  using type = std::conditional_t<std::is_void_v<typename policy_clock<P>::type>,
-                                  typename first_clock<Ps...>::type,
-                                  typename policy_clock<P>::type>;
+  using type =
+      std::conditional_t<std::is_void_v<typename policy_clock<P>::type>,
+                         typename first_clock<Ps...>::type, typename policy_clock<P>::type>;
 };
 
 }  // namespace detail
@@ -138,8 +139,7 @@ class pipeline {
   static_assert((policy<Policies> && ...),
                 "every pipeline stage must satisfy sluice::policy (declare `using sluice_policy`)");
   static_assert(((std::is_void_v<typename detail::policy_clock<Policies>::type> ||
-                  std::is_same_v<typename detail::policy_clock<Policies>::type, clock_type>) &&
-                 ...),
+                  std::is_same_v<typename detail::policy_clock<Policies>::type, clock_type>)&&...),
                 "all timed policies of a pipeline must use the same Clock type");
 
   // Creates the pipeline; the first policy is the outermost.
@@ -193,8 +193,9 @@ class pipeline {
     if constexpr (I == sizeof...(Policies)) {
       return call();
     } else {
-      return std::get<I>(policies_).run(
-          ctx, [&]() -> std::invoke_result_t<Call&> { return this->template step<I + 1>(ctx, call); });
+      return std::get<I>(policies_).run(ctx, [&]() -> std::invoke_result_t<Call&> {
+        return this->template step<I + 1>(ctx, call);
+      });
     }
   }
 
@@ -202,10 +203,9 @@ class pipeline {
   clock_type find_clock() const {
     if constexpr (I == sizeof...(Policies)) {
       return clock_type();
-    } else if constexpr (std::is_same_v<
-                             typename detail::policy_clock<
-                                 std::tuple_element_t<I, std::tuple<Policies...>>>::type,
-                             clock_type>) {
+    } else if constexpr (std::is_same_v<typename detail::policy_clock<
+                                            std::tuple_element_t<I, std::tuple<Policies...>>>::type,
+                                        clock_type>) {
       return std::get<I>(policies_).clock();
     } else {
       return find_clock<I + 1>();

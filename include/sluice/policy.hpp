@@ -43,6 +43,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/cord.h"
+
 #include "sluice/deadline.hpp"
 
 namespace sluice {
@@ -261,7 +262,9 @@ R reject(Ctx& ctx, reason r) noexcept {
 // A type usable as a pipeline stage: it says so with `using sluice_policy = void;` and has a
 // `run(ctx, next)` member template (see the top of this header).
 template <class P>
-concept policy = requires { typename std::remove_cvref_t<P>::sluice_policy; };
+concept policy = requires {
+  typename std::remove_cvref_t<P>::sluice_policy;
+};
 
 // What a pipeline reports about one call: the result, why it was refused or stopped, how many
 // attempts ran and whether a fallback produced the value.

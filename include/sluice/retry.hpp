@@ -40,6 +40,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -51,6 +52,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/deadline.hpp"
 #include "sluice/detail/clock.hpp"
 #include "sluice/detail/random.hpp"
@@ -179,6 +181,18 @@ struct no_result_predicate {
   }
 };
 
+namespace detail {
+// What the deduction guides tell apart: a clock and a retry budget.
+template <class C>
+concept clock_like = requires(const C& c) {
+  c.now();
+};
+template <class B>
+concept retry_budget_like = requires(B& b) {
+  b.try_retry();
+};
+}  // namespace detail
+
 // Retries a call; see the top of this header.
 template <class Clock = std::chrono::steady_clock, class Budget = no_retry_budget,
           class ResultPredicate = no_result_predicate>
@@ -189,8 +203,8 @@ class retry {
   using budget_type = Budget;
 
   // Creates a retry without a budget.
+  template <std::same_as<no_retry_budget> B = Budget>
   explicit retry(retry_options opts, Clock clock = Clock())
-    requires std::is_same_v<Budget, no_retry_budget>
       : opts_(std::move(opts)), budget_(&shared_no_budget()), clock_(clock) {
     opts_.max_attempts = std::max(1, opts_.max_attempts);
   }
@@ -303,8 +317,8 @@ class retry {
   // Judges an exception thrown by attempt `attempt`: nothing when it must propagate, else the time
   // to sleep until before the next attempt.
   template <class Ctx>
-  std::optional<typename Clock::time_point> after_exception(Ctx& ctx, call_state& st,
-                                                            int attempt, std::exception_ptr e) {
+  std::optional<typename Clock::time_point> after_exception(Ctx& ctx, call_state& st, int attempt,
+                                                            std::exception_ptr e) {
     if (!opts_.retry_on_exception || !opts_.retry_on_exception(e) ||
         attempt >= opts_.max_attempts) {
       return std::nullopt;
@@ -395,12 +409,10 @@ class retry {
 };
 
 // Deduction guides: `sluice::retry(opts)`, `sluice::retry(opts, budget)`, `..., clock)`.
-retry(retry_options) -> retry<std::chrono::steady_clock, no_retry_budget>;
-template <class Clock>
-  requires requires { typename Clock::time_point; }
+retry(retry_options)->retry<std::chrono::steady_clock, no_retry_budget>;
+template <detail::clock_like Clock>
 retry(retry_options, Clock) -> retry<Clock, no_retry_budget>;
-template <class Budget>
-  requires requires(Budget& b) { b.try_retry(); }
+template <detail::retry_budget_like Budget>
 retry(retry_options, Budget&) -> retry<std::chrono::steady_clock, Budget>;
 template <class Budget, class Clock>
 retry(retry_options, Budget&, Clock) -> retry<Clock, Budget>;

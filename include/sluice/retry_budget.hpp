@@ -36,6 +36,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/detail/mutex.hpp"
 
 namespace sluice {
@@ -106,8 +107,8 @@ class token_bucket_retry_budget {
     std::int64_t next;
     do {
       next = std::clamp<std::int64_t>(cur + delta, 0, max_milli_);
-    } while (next != cur && !milli_tokens_.compare_exchange_weak(cur, next,
-                                                                 std::memory_order_relaxed));
+    } while (next != cur &&
+             !milli_tokens_.compare_exchange_weak(cur, next, std::memory_order_relaxed));
   }
 
   const std::int64_t max_milli_;
@@ -182,8 +183,8 @@ class ratio_retry_budget {
       calls += b.calls;
       retries += b.retries;
     }
-    return std::max(0.0, ratio_ * static_cast<double>(calls) + floor_ -
-                             static_cast<double>(retries));
+    return std::max(0.0,
+                    ratio_ * static_cast<double>(calls) + floor_ - static_cast<double>(retries));
   }
 
  private:

@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "absl/status/status.h"
+
 #include "sluice/deadline.hpp"
 #include "sluice/policy.hpp"
 

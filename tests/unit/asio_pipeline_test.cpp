@@ -1,5 +1,3 @@
-#include <sluice/asio/pipeline.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -17,6 +15,7 @@
 #include <boost/asio/use_future.hpp>
 
 #include <sluice/asio/error.hpp>
+#include <sluice/asio/pipeline.hpp>
 #include <sluice/asio/timeout.hpp>
 #include <sluice/bulkhead.hpp>
 #include <sluice/circuit_breaker.hpp>
@@ -105,8 +104,8 @@ TEST_CASE("asio_pipeline: a callback is never invoked inside async_execute", "[a
 TEST_CASE("asio_pipeline: use_future and deferred tokens", "[asio_pipeline]") {
   net::io_context io;
   auto p = sluice::asio::pipeline(io.get_executor(), sluice::retry({.max_attempts = 1}));
-  std::future<int> f =
-      p.async_execute([]() -> net::awaitable<absl::StatusOr<int>> { co_return 7; }, net::use_future);
+  std::future<int> f = p.async_execute([]() -> net::awaitable<absl::StatusOr<int>> { co_return 7; },
+                                       net::use_future);
   auto op = p.async_execute([]() -> net::awaitable<int> { co_return 8; }, net::deferred);
   int deferred_value = 0;
   std::move(op)([&](error_code ec, int v) {
@@ -176,7 +175,8 @@ TEST_CASE("asio_pipeline: the deadline cancels the whole operation", "[asio_pipe
   auto p = sluice::asio::pipeline(io.get_executor(), sluice::retry({.max_attempts = 5}));
   bool cancelled = false;
   error_code got;
-  p.async_execute(slow_op{10s, &cancelled}, sluice::deadline<>::after(std::chrono::steady_clock{}, 5ms),
+  p.async_execute(slow_op{10s, &cancelled},
+                  sluice::deadline<>::after(std::chrono::steady_clock{}, 5ms),
                   [&](error_code ec, int) { got = ec; });
   io.run();
   CHECK(got == sluice::asio::error::deadline_exceeded);
@@ -234,8 +234,9 @@ TEST_CASE("asio_pipeline: cancelling through the handler's slot stops the operat
   net::cancellation_signal signal;
   bool cancelled = false;
   error_code got;
-  p.async_execute(slow_op{10s, &cancelled},
-                  net::bind_cancellation_slot(signal.slot(), [&](error_code ec, int) { got = ec; }));
+  p.async_execute(
+      slow_op{10s, &cancelled},
+      net::bind_cancellation_slot(signal.slot(), [&](error_code ec, int) { got = ec; }));
   net::steady_timer later(io, 2ms);
   later.async_wait([&](error_code) { signal.emit(net::cancellation_type::terminal); });
   io.run();
@@ -249,10 +250,12 @@ TEST_CASE("asio_pipeline: exceptions complete with an error", "[asio_pipeline]")
   fake_breaker breaker;
   auto p = sluice::asio::pipeline(io.get_executor(), sluice::breaker_ref(breaker));
   error_code got;
-  p.async_execute([]() -> net::awaitable<int> {
-    throw std::runtime_error("boom");
-    co_return 1;
-  }, [&](error_code ec, int) { got = ec; });
+  p.async_execute(
+      []() -> net::awaitable<int> {
+        throw std::runtime_error("boom");
+        co_return 1;
+      },
+      [&](error_code ec, int) { got = ec; });
   io.run();
   CHECK(got == sluice::asio::error::unknown);
   CHECK(breaker.failures == 1);
@@ -282,12 +285,14 @@ TEST_CASE("asio_pipeline: a cancelled probe of the real breaker frees its permit
   error_code probe_ec;
   net::steady_timer wait(io, 5ms);
   wait.async_wait([&](error_code) {
-    p.async_execute([&]() -> net::awaitable<absl::Status> {
-      bool c = false;
-      auto r = co_await slow_op{10s, &c}();
-      cancelled = c;
-      co_return r.status();
-    }, [&](error_code ec) { probe_ec = ec; });
+    p.async_execute(
+        [&]() -> net::awaitable<absl::Status> {
+          bool c = false;
+          auto r = co_await slow_op{10s, &c}();
+          cancelled = c;
+          co_return r.status();
+        },
+        [&](error_code ec) { probe_ec = ec; });
   });
   io.run();
   CHECK(cancelled);

@@ -1,10 +1,9 @@
-#include <sluice/bulkhead.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <thread>
 #include <vector>
 
+#include <sluice/bulkhead.hpp>
 #include <sluice/detail/mutex.hpp>
 #include <sluice/testing/manual_clock.hpp>
 

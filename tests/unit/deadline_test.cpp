@@ -1,8 +1,7 @@
-#include <sluice/deadline.hpp>
-
 #include <chrono>
 
 #include <sluice/clock.hpp>
+#include <sluice/deadline.hpp>
 #include <sluice/testing/manual_clock.hpp>
 
 #include "catch.hpp"
@@ -55,7 +54,8 @@ TEST_CASE("deadline: arithmetic saturates instead of overflowing", "[deadline]")
   CHECK(past.expired(clock));
   CHECK(past.time() == manual::time_point::min());
   CHECK(manual_deadline::after(clock, -5s).expired(clock));
-  auto steady = sluice::deadline<>::after(std::chrono::steady_clock::now(), std::chrono::years(400));
+  auto steady =
+      sluice::deadline<>::after(std::chrono::steady_clock::now(), std::chrono::years(400));
   CHECK(steady.is_infinite());
 }
 

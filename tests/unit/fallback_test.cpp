@@ -1,7 +1,6 @@
-#include <sluice/fallback.hpp>
-
 #include <string>
 
+#include <sluice/fallback.hpp>
 #include <sluice/policy.hpp>
 #include <sluice/testing/manual_clock.hpp>
 
@@ -53,8 +52,9 @@ TEST_CASE("fallback: handler forms receive the status and the reason", "[fallbac
   CHECK(*run_with(by_reason, absl::Status(absl::StatusCode::kUnavailable, ""),
                   sluice::reason::breaker_open, true) == 4);
   CHECK(seen == sluice::reason::breaker_open);
-  CHECK(run_with(by_reason, absl::NotFoundError("no"), sluice::reason::none, false).status().code() ==
-        absl::StatusCode::kNotFound);
+  CHECK(
+      run_with(by_reason, absl::NotFoundError("no"), sluice::reason::none, false).status().code() ==
+      absl::StatusCode::kNotFound);
 }
 
 TEST_CASE("fallback: selection by reason", "[fallback]") {
@@ -82,7 +82,8 @@ TEST_CASE("fallback: selection by reason", "[fallback]") {
   CHECK_FALSE(run_with(budget, absl::UnavailableError("own"), sluice::reason::none, false).ok());
 
   sluice::fallback rejections(9, sluice::fallback_on::rejections);
-  CHECK_FALSE(run_with(rejections, absl::UnavailableError("own"), sluice::reason::none, false).ok());
+  CHECK_FALSE(
+      run_with(rejections, absl::UnavailableError("own"), sluice::reason::none, false).ok());
   CHECK(*run_with(rejections, absl::Status(absl::StatusCode::kDeadlineExceeded, ""),
                   sluice::reason::deadline_exceeded, true) == 9);
 }

@@ -1,5 +1,3 @@
-#include <sluice/pipeline.hpp>
-
 #include <chrono>
 #include <stdexcept>
 #include <string>
@@ -8,6 +6,7 @@
 #include <sluice/bulkhead.hpp>
 #include <sluice/circuit_breaker.hpp>
 #include <sluice/fallback.hpp>
+#include <sluice/pipeline.hpp>
 #include <sluice/retry.hpp>
 #include <sluice/retry_budget.hpp>
 #include <sluice/testing/manual_clock.hpp>
@@ -61,8 +60,8 @@ struct fake_breaker {
 
 TEST_CASE("pipeline: the first policy is the outermost", "[pipeline]") {
   std::vector<std::string> log;
-  auto p = sluice::pipeline(trace_policy{&log, "a"}, trace_policy{&log, "b"},
-                            trace_policy{&log, "c"});
+  auto p =
+      sluice::pipeline(trace_policy{&log, "a"}, trace_policy{&log, "b"}, trace_policy{&log, "c"});
   auto r = p.execute([&] {
     log.push_back("fn");
     return 3;
@@ -77,7 +76,8 @@ TEST_CASE("pipeline: callables may return T, StatusOr, Status or void", "[pipeli
   auto p = sluice::pipeline(trace_policy{&log, "a"});
   STATIC_REQUIRE(std::is_same_v<decltype(p.execute([] { return 1; })), absl::StatusOr<int>>);
   STATIC_REQUIRE(std::is_same_v<decltype(p.execute([] {})), absl::Status>);
-  STATIC_REQUIRE(std::is_same_v<decltype(p.execute([] { return absl::OkStatus(); })), absl::Status>);
+  STATIC_REQUIRE(
+      std::is_same_v<decltype(p.execute([] { return absl::OkStatus(); })), absl::Status>);
   CHECK(p.execute([] {}).ok());
   CHECK(p.execute([] { return absl::NotFoundError("x"); }).code() == absl::StatusCode::kNotFound);
   auto r = p.execute([]() -> absl::StatusOr<std::string> { return std::string("v"); });
@@ -345,9 +345,9 @@ TEST_CASE("pipeline: composes the real circuit breaker", "[pipeline]") {
 TEST_CASE("pipeline: the real breaker's closed and open paths allocate nothing", "[pipeline]") {
   manual clock;
   sluice::circuit_breaker<manual> breaker(small_breaker(), clock);
-  auto p = sluice::pipeline(sluice::breaker_ref(breaker),
-                            sluice::retry({.max_attempts = 2, .delay = sluice::backoff::constant(1ms)},
-                                          clock));
+  auto p = sluice::pipeline(
+      sluice::breaker_ref(breaker),
+      sluice::retry({.max_attempts = 2, .delay = sluice::backoff::constant(1ms)}, clock));
   auto up = [] { return 1; };
   (void)p.execute(up);
   {

@@ -1,10 +1,9 @@
-#include <sluice/retry.hpp>
-
 #include <chrono>
 #include <stdexcept>
 #include <vector>
 
 #include <sluice/detail/random.hpp>
+#include <sluice/retry.hpp>
 #include <sluice/retry_budget.hpp>
 #include <sluice/testing/manual_clock.hpp>
 
@@ -138,10 +137,9 @@ TEST_CASE("retry: no backoff sleep starts that the deadline cannot fit", "[retry
 
 TEST_CASE("retry: min_attempt_time keeps an attempt from starting too late", "[retry]") {
   manual clock;
-  sluice::retry retry({.max_attempts = 10,
-                       .delay = sluice::backoff::constant(100ms),
-                       .min_attempt_time = 60ms},
-                      clock);
+  sluice::retry retry(
+      {.max_attempts = 10, .delay = sluice::backoff::constant(100ms), .min_attempt_time = 60ms},
+      clock);
   flaky fn{clock, 100};
   auto r = retry.execute(std::ref(fn), sluice::deadline<manual>::after(clock, 150ms));
   CHECK(fn.starts.size() == 1);  // 100 ms sleep + 60 ms attempt does not fit in 150 ms
@@ -179,10 +177,9 @@ TEST_CASE("retry: Retry-After from the call context lengthens the sleep", "[retr
 
 TEST_CASE("retry: Retry-After in a status payload, shorter than backoff, too long", "[retry]") {
   manual clock;
-  sluice::retry retry({.max_attempts = 3,
-                       .delay = sluice::backoff::constant(100ms),
-                       .max_retry_after = 30s},
-                      clock);
+  sluice::retry retry(
+      {.max_attempts = 3, .delay = sluice::backoff::constant(100ms), .max_retry_after = 30s},
+      clock);
   SECTION("payload hint honoured") {
     int calls = 0;
     auto r = retry.execute([&]() -> absl::Status {
@@ -245,11 +242,11 @@ TEST_CASE("retry: only retryable codes are retried", "[retry]") {
   CHECK(custom.execute(std::ref(internal)).ok());
   CHECK(internal.starts.size() == 3);
 
-  sluice::retry by_status({.max_attempts = 5,
-                           .delay = sluice::backoff::constant(1ms),
-                           .retry_on_status =
-                               [](const absl::Status& s) { return s.message() == "flaky"; }},
-                          clock);
+  sluice::retry by_status(
+      {.max_attempts = 5,
+       .delay = sluice::backoff::constant(1ms),
+       .retry_on_status = [](const absl::Status& s) { return s.message() == "flaky"; }},
+      clock);
   flaky any{clock, 3, absl::StatusCode::kNotFound};
   CHECK(by_status.execute(std::ref(any)).ok());
   CHECK(any.starts.size() == 4);
@@ -295,8 +292,7 @@ TEST_CASE("retry: exceptions propagate unless a predicate retries them", "[retry
 TEST_CASE("retry: a shared token bucket stops retries, then refills", "[retry]") {
   manual clock;
   sluice::token_bucket_retry_budget budget({.max_tokens = 4, .token_ratio = 1});
-  sluice::retry retry({.max_attempts = 10, .delay = sluice::backoff::constant(1ms)}, budget,
-                      clock);
+  sluice::retry retry({.max_attempts = 10, .delay = sluice::backoff::constant(1ms)}, budget, clock);
   flaky fn{clock, 100};
   sluice::call_context<manual> ctx(clock);
   auto r = retry.run(ctx, [&] { return fn(); });

@@ -58,6 +58,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -72,8 +74,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "sluice/asio/error.hpp"
 #include "sluice/asio/timeout.hpp"
 #include "sluice/bulkhead.hpp"
@@ -124,6 +124,11 @@ boost::asio::awaitable<R> invoke_operation(F& fn, Ctx& ctx) {
   }
 }
 
+// Tells the token-only overload of async_execute from the one taking a deadline.
+template <class T>
+concept not_a_deadline =
+    !std::is_same_v<std::decay_t<T>, sluice::deadline<std::chrono::steady_clock>>;
+
 template <class R>
 struct completion;
 template <class T>
@@ -143,7 +148,8 @@ inline boost::system::error_code error_of(const std::exception_ptr& e, const abs
   try {
     std::rethrow_exception(e);
   } catch (const boost::system::system_error& err) {
-    if (err.code() == boost::asio::error::operation_aborted) return make_error_code(error::cancelled);
+    if (err.code() == boost::asio::error::operation_aborted)
+      return make_error_code(error::cancelled);
     return err.code();
   } catch (...) {
     return make_error_code(error::unknown);
@@ -153,9 +159,7 @@ inline boost::system::error_code error_of(const std::exception_ptr& e, const abs
 // Async adapters: the asynchronous form of each synchronous policy's `run`.
 
 template <class P, class Ctx, class Next>
-auto async_run(P& p, Ctx& ctx, Next next) -> std::invoke_result_t<Next&>
-  requires requires { p.async_run(ctx, std::move(next)); }
-{
+auto async_run(P& p, Ctx& ctx, Next next) -> decltype(p.async_run(ctx, std::move(next))) {
   return p.async_run(ctx, std::move(next));
 }
 
@@ -261,8 +265,8 @@ class pipeline {
   }
 
   // Starts `fn` through every policy with no deadline; completes with `token` (see the top).
-  template <class F, class CompletionToken = boost::asio::default_completion_token_t<executor_type>>
-    requires(!std::is_same_v<std::decay_t<CompletionToken>, sluice::deadline<clock_type>>)
+  template <class F, detail::not_a_deadline CompletionToken =
+                         boost::asio::default_completion_token_t<executor_type>>
   auto async_execute(F fn, CompletionToken&& token = {}) {
     return async_execute(std::move(fn), sluice::deadline<clock_type>(),
                          std::forward<CompletionToken>(token));
@@ -284,8 +288,8 @@ class pipeline {
     void operator()(Handler&& handler, F fn, sluice::deadline<clock_type> d) const {
       using R = detail::async_result_t<F, context>;
       auto slot = boost::asio::get_associated_cancellation_slot(handler);
-      auto work = boost::asio::make_work_guard(
-          boost::asio::get_associated_executor(handler, self->ex_));
+      auto work =
+          boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, self->ex_));
       boost::asio::co_spawn(
           self->ex_, self->template run_async<R>(std::move(fn), d),
           boost::asio::bind_cancellation_slot(
@@ -328,8 +332,8 @@ class pipeline {
     if constexpr (I == sizeof...(Policies)) {
       co_return co_await call();
     } else {
-      co_return co_await detail::async_run(std::get<I>(policies_), ctx,
-                                           [this, &ctx, &call] { return step<I + 1, R>(ctx, call); });
+      co_return co_await detail::async_run(
+          std::get<I>(policies_), ctx, [this, &ctx, &call] { return step<I + 1, R>(ctx, call); });
     }
   }
 
