@@ -194,3 +194,17 @@ TEST_CASE("breaker_registry: concurrent gets never exceed the cap", "[breaker_re
   CHECK(counted == r.size());
   CHECK(static_cast<std::uint64_t>(refused.load()) == r.rejected());
 }
+
+TEST_CASE("breaker_registry: operator states are never evicted", "[breaker_registry]") {
+  manual_clock clock;
+  registry r(small_options(2), clock);
+  r.get("forced").value()->force_open();
+  r.get("disabled").value()->disable();
+  clock.advance(1h);
+  CHECK(r.evict_idle() == 0);
+  CHECK(r.get("third").status().code() == absl::StatusCode::kResourceExhausted);
+  r.find("disabled")->reset();  // closed and clean again: evictable
+  CHECK(r.evict_idle() == 1);
+  CHECK(r.get("third").ok());
+  CHECK(r.find("forced")->state() == breaker_state::forced_open);
+}
