@@ -224,7 +224,7 @@ struct circuit_breaker_options {
   // the dependency, little enough not to knock it over again.
   double slow_start_initial_fraction = 0.1;
   // Classifies a non-OK absl::Status from a call (OK is always a success). Empty: use
-  // `default_status_classifier`.
+  // `default_status_classifier`. Runs on the recording thread; must not throw.
   std::function<call_outcome(const absl::Status&)> classify_status = {};
   // Classifies an exception thrown by a call passed to `execute` (rethrow it to inspect its type,
   // or use sluice::classify_exceptions<E...>(outcome)). Empty: every exception is a failure.
