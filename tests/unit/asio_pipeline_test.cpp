@@ -309,3 +309,39 @@ TEST_CASE("asio_pipeline: a cancelled probe of the real breaker frees its permit
   io.run();
   CHECK_FALSE(next_ec);
 }
+
+TEST_CASE("asio_pipeline: async_execute_outcome reports the typed reason", "[asio_pipeline]") {
+  net::io_context io;
+  auto p = sluice::asio::pipeline(
+      io.get_executor(), sluice::fallback(-1, sluice::fallback_on::breaker_open),
+      sluice::retry({.max_attempts = 2, .delay = sluice::backoff::constant(1ms)}),
+      sluice::asio::timeout(5ms));
+  bool cancelled = false;
+  std::optional<sluice::outcome<absl::StatusOr<int>>> timed_out;
+  error_code timed_out_ec;
+  p.async_execute_outcome(slow_op{10s, &cancelled}, {},
+                          [&](error_code ec, sluice::outcome<absl::StatusOr<int>> o) {
+                            timed_out_ec = ec;
+                            timed_out = std::move(o);
+                          });
+  std::optional<sluice::outcome<absl::StatusOr<int>>> fine;
+  net::co_spawn(
+      io,
+      [&]() -> net::awaitable<void> {
+        fine = co_await p.async_execute_outcome([]() -> net::awaitable<int> { co_return 3; }, {},
+                                                net::use_awaitable);
+      },
+      net::detached);
+  io.run();
+  REQUIRE(timed_out.has_value());
+  CHECK(timed_out->reason == sluice::reason::timeout);
+  CHECK(timed_out->attempts == 2);  // each attempt timed out and was retried once
+  CHECK(timed_out_ec == sluice::asio::error::deadline_exceeded);
+  CHECK(timed_out->result.status().message().empty());  // no allocated message on rejection
+  CHECK_FALSE(timed_out->fallback_used);
+  CHECK(cancelled);
+  REQUIRE(fine.has_value());
+  REQUIRE(fine->ok());
+  CHECK(*fine->result == 3);
+  CHECK(fine->reason == sluice::reason::none);
+}

@@ -272,6 +272,21 @@ class pipeline {
                          std::forward<CompletionToken>(token));
   }
 
+  // Starts `fn` like `async_execute` and completes with the typed outcome instead:
+  // void(boost::system::error_code, sluice::outcome<R>), where R is absl::StatusOr<T> or
+  // absl::Status and the outcome says why the call was refused or stopped (breaker_open,
+  // bulkhead_full, budget_exhausted, deadline_exceeded, timeout), how many attempts ran and
+  // whether a fallback answered. The error_code is the result's (or the exception's), for
+  // convenience; after an exception the outcome's result holds the same error.
+  template <class F, class CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto async_execute_outcome(F fn, sluice::deadline<clock_type> d = {},
+                             CompletionToken&& token = {}) {
+    using R = detail::async_result_t<F, context>;
+    return boost::asio::async_initiate<CompletionToken,
+                                       void(boost::system::error_code, outcome<R>)>(
+        initiate_outcome{this}, token, std::move(fn), d);
+  }
+
   // Starts `fn` through every policy; the deadline `d` cancels it when it passes.
   template <class F, class CompletionToken = boost::asio::default_completion_token_t<executor_type>>
   auto async_execute(F fn, sluice::deadline<clock_type> d, CompletionToken&& token = {}) {
@@ -312,19 +327,55 @@ class pipeline {
     }
   };
 
+  // Runs the policies over the operation; the deadline, if finite, cancels it when it passes.
+  struct initiate_outcome {
+    pipeline* self;
+
+    template <class Handler, class F>
+    void operator()(Handler&& handler, F fn, sluice::deadline<clock_type> d) const {
+      using R = detail::async_result_t<F, context>;
+      auto slot = boost::asio::get_associated_cancellation_slot(handler);
+      auto work =
+          boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, self->ex_));
+      boost::asio::co_spawn(
+          self->ex_, self->template run_outcome<R>(std::move(fn), d),
+          boost::asio::bind_cancellation_slot(
+              slot, [h = std::forward<Handler>(handler), work = std::move(work)](
+                        std::exception_ptr e, outcome<R> o) mutable {
+                const boost::system::error_code ec = detail::error_of(e, status_of(o.result));
+                if (e) o.result = R(to_status(ec));
+                auto ex = work.get_executor();
+                work.reset();
+                boost::asio::dispatch(ex, [h = std::move(h), ec, o = std::move(o)]() mutable {
+                  std::move(h)(ec, std::move(o));
+                });
+              }));
+    }
+  };
+
+  template <class R, class F>
+  boost::asio::awaitable<R> run_core(F& fn, context& ctx) {
+    auto call = [&]() { return detail::invoke_operation<R>(fn, ctx); };
+    const sluice::deadline<clock_type> d = ctx.deadline();
+    if (d.is_infinite()) co_return co_await step<0, R>(ctx, call);
+    std::optional<R> finished = co_await detail::race_until(step<0, R>(ctx, call), d.time());
+    if (finished) co_return std::move(*finished);
+    co_return reject<R>(ctx, reason::deadline_exceeded);
+  }
+
   template <class R, class F>
   boost::asio::awaitable<R> run_async(F fn, sluice::deadline<clock_type> d) {
     context ctx(clock_, d);
-    auto call = [&]() { return detail::invoke_operation<R>(fn, ctx); };
-    R r = R(absl::UnknownError("sluice: unset"));
-    if (d.is_infinite()) {
-      r = co_await step<0, R>(ctx, call);
-    } else {
-      std::optional<R> finished = co_await detail::race_until(step<0, R>(ctx, call), d.time());
-      r = finished ? std::move(*finished) : reject<R>(ctx, reason::deadline_exceeded);
-    }
+    R r = co_await run_core<R>(fn, ctx);
     if (ctx.rejected() && !status_of(r).ok()) r = R(to_status(ctx.reason()));
     co_return r;
+  }
+
+  template <class R, class F>
+  boost::asio::awaitable<outcome<R>> run_outcome(F fn, sluice::deadline<clock_type> d) {
+    context ctx(clock_, d);
+    R r = co_await run_core<R>(fn, ctx);
+    co_return outcome<R>{std::move(r), ctx.reason(), ctx.attempt(), ctx.fallback_used()};
   }
 
   template <std::size_t I, class R, class Call>
