@@ -495,8 +495,8 @@ class pool_core {
       s.leak_reported.store(false, std::memory_order_relaxed);
       s.leased_ns.store(to_ns(clock_.now()), std::memory_order_release);
     }
-    // Relaxed: a statistic, striped per thread so concurrent acquirers do not share a line.
-    acquired_[thread_stripe() % stripes].value.fetch_add(1, std::memory_order_relaxed);
+    // Relaxed load + store, not an RMW: only the slot's owner writes the count; stats() reads it.
+    s.acquired.store(s.acquired.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     out.reset_to(this, index);
   }
 
@@ -685,7 +685,9 @@ class pool_core {
     }
     st.in_use = leased_now;
     st.waiters = waiters_.load(std::memory_order_relaxed);
-    for (const auto& a : acquired_) st.acquired += a.value.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < options_.max_size; ++i) {
+      st.acquired += slots_[i].acquired.load(std::memory_order_relaxed);
+    }
     st.created = created_.load(std::memory_order_relaxed);
     st.closed = closed_count_.load(std::memory_order_relaxed);
     st.create_failures = create_failures_.load(std::memory_order_relaxed);
@@ -714,6 +716,8 @@ class pool_core {
   struct alignas(cache_line_size) slot {
     // State and brackets; see the class comment.
     std::atomic<std::uint32_t> word{empty};
+    // Leases made from this slot (written by the owner only).
+    std::atomic<std::uint64_t> acquired{0};
     // Owned by whoever holds the slot (leased, reserved): no lock needed. Ownership moves with
     // the seq_cst publish (release) and claim (acquire) of `word`.
     std::optional<Connection> conn;
@@ -912,8 +916,6 @@ class pool_core {
     }
   }
 
-  static constexpr std::size_t stripes = 8;
-
   const pool_factory<Connection, Clock> factory_;
   const pool_options options_;
   Clock clock_;
@@ -931,7 +933,6 @@ class pool_core {
   // Counters: relaxed, statistics only.
   std::atomic<std::uint64_t> created_{0}, closed_count_{0}, create_failures_{0},
       validation_failures_{0}, timeouts_{0}, exhausted_{0}, leaks_{0};
-  padded<std::atomic<std::uint64_t>> acquired_[stripes];
 
   mutex mu_;
   cond_var drained_cv_;
