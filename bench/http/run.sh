@@ -64,7 +64,8 @@ nginx_pid=$!
 
 # ---- sluice-service ------------------------------------------------------------------------------
 "$bin" --listen 127.0.0.1:0 --port-file "$work/port" --threads "$threads" \
-  --data-dir "$work/data" --log "$work/service.log" --log-level "${LOG_LEVEL:-warn}" 2>/dev/null &
+  --data-dir "$work/data" --log "$work/service.log" --log-level "${LOG_LEVEL:-warn}" \
+  --rate-limit 0 2>/dev/null &
 svc_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/port" ] && break; sleep 0.05; done
 svc_port="$(cat "$work/port")"

@@ -25,6 +25,19 @@ ABSL_FLAG(std::string, upload_dir, "",
 ABSL_FLAG(int64_t, max_upload_mb, 100, "largest accepted upload in MiB; larger ones get 413");
 ABSL_FLAG(std::vector<std::string>, trusted_proxy, {},
           "CIDR of a reverse proxy whose X-Forwarded-For is believed (repeatable)");
+ABSL_FLAG(int64_t, rate_limit, 1000,
+          "requests per second each client may make (sustained); 0 turns rate limiting off");
+ABSL_FLAG(int64_t, rate_burst, 2000, "requests a client may make at once from an idle start");
+ABSL_FLAG(int32_t, offload_threads, 0,
+          "worker threads for CPU-heavy work (/compute, large gzip) (0: one per core)");
+ABSL_FLAG(int32_t, offload_queue, 1024,
+          "most CPU tasks waiting for a worker; beyond it /compute answers 503 + Retry-After");
+ABSL_FLAG(int64_t, cache_ttl_ms, 60000,
+          "time to live of cached users and /api/data pages (milliseconds)");
+ABSL_FLAG(int64_t, stale_ms, 600000,
+          "how long an expired user stays available as a STALE fallback while the store is down");
+ABSL_FLAG(int64_t, breaker_open_ms, 5000,
+          "how long the user store's circuit breaker stays open before probing (milliseconds)");
 ABSL_FLAG(std::string, log, "-", "log file (rotated by size), or - for standard output");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
 ABSL_FLAG(int64_t, log_max_mb, 100, "size in MiB at which the log file is rotated");
@@ -229,6 +242,22 @@ config load_config(int argc, char** argv) {
       in_range(FLAGS_idle_timeout_seconds, "idle-timeout-seconds", 1, 86400));
   c.io_timeout =
       std::chrono::seconds(in_range(FLAGS_io_timeout_seconds, "io-timeout-seconds", 1, 3600));
+  c.rate_limit = static_cast<std::uint64_t>(
+      in_range(FLAGS_rate_limit, "rate-limit", int64_t{0}, int64_t{1'000'000'000}));
+  c.rate_burst = static_cast<std::uint64_t>(
+      in_range(FLAGS_rate_burst, "rate-burst", int64_t{1}, int64_t{1'000'000'000}));
+  int offload_threads = in_range(FLAGS_offload_threads, "offload-threads", 0, 256);
+  if (offload_threads == 0) {
+    offload_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+  c.offload_threads = offload_threads;
+  c.offload_queue = in_range(FLAGS_offload_queue, "offload-queue", 1, 1'000'000);
+  c.cache_ttl = std::chrono::milliseconds(
+      in_range(FLAGS_cache_ttl_ms, "cache-ttl-ms", int64_t{1}, int64_t{86'400'000}));
+  c.stale_for = std::chrono::milliseconds(
+      in_range(FLAGS_stale_ms, "stale-ms", int64_t{0}, int64_t{86'400'000}));
+  c.breaker_open = std::chrono::milliseconds(
+      in_range(FLAGS_breaker_open_ms, "breaker-open-ms", int64_t{1}, int64_t{3'600'000}));
   c.port_file = absl::GetFlag(FLAGS_port_file);
   c.store_fault_file = absl::GetFlag(FLAGS_store_fault_file);
   return c;

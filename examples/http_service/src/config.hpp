@@ -29,6 +29,13 @@ struct config {
   std::chrono::seconds header_timeout{10};
   std::chrono::seconds idle_timeout{75};
   std::chrono::seconds io_timeout{60};
+  std::uint64_t rate_limit = 1000;  // per client per second; 0 turns rate limiting off
+  std::uint64_t rate_burst = 2000;
+  int offload_threads = 1;
+  int offload_queue = 1024;
+  std::chrono::milliseconds cache_ttl{60'000};
+  std::chrono::milliseconds stale_for{600'000};
+  std::chrono::milliseconds breaker_open{5'000};
   std::string port_file;
   std::string store_fault_file;
 };

@@ -1,11 +1,13 @@
 // handlers.cpp: the buffered endpoints (everything but the streaming upload and download), with
 // Boost.JSON for bodies. No Beast here: handlers see service::request and fill service::response.
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 
 #include <boost/json.hpp>
 
 #include "metrics.hpp"
+#include "primitives.hpp"
 #include "service.hpp"
 #include "user_store.hpp"
 
@@ -60,17 +62,40 @@ void readyz(app& a, const request&, response& res) {
   json_body(res, o);
 }
 
+void cached_body(response& res, const body_ptr& body, const char* how) {
+  res.content_type = "application/json";
+  res.body = *body;
+  res.set("X-Cache", how);
+}
+
+// GET /users/:id: the users cache in front of the store, the store behind a circuit breaker,
+// and the last known value (X-Cache: STALE) when the store is down or the breaker is open.
 void users_by_id(app& a, const request& req, response& res) {
   std::int64_t id = 0;
   if (!parse_int(req.param("id"), id) || id <= 0) return res.error(400, "invalid id");
-  absl::StatusOr<std::optional<user>> found = a.users->get(id);
-  if (!found.ok()) {
-    res.set("Retry-After", "1");
-    return res.error(503, "user store unavailable");
+  primitives& p = *a.prims;
+  auto cached = p.users.get_stale(id);
+  if (cached && !cached->stale) return cached_body(res, cached->value, "HIT");
+
+  std::chrono::nanoseconds retry = std::chrono::seconds(1);
+  if (auto permit = p.users_breaker.try_acquire()) {
+    absl::StatusOr<std::optional<user>> found = a.users->get(id);
+    permit->record(found.status());
+    if (found.ok()) {
+      if (!found->has_value()) return res.error(404, "user not found");
+      const user& u = **found;
+      auto body = std::make_shared<const std::string>(boost::json::serialize(
+          boost::json::object{{"id", u.id}, {"name", u.name}, {"email", u.email}}));
+      p.users.put(id, body);
+      return cached_body(res, body, "MISS");
+    }
+  } else if (permit.rejection().retry_after > retry) {
+    retry = permit.rejection().retry_after;
   }
-  if (!found->has_value()) return res.error(404, "user not found");
-  const user& u = **found;
-  json_body(res, boost::json::object{{"id", u.id}, {"name", u.name}, {"email", u.email}});
+  if (cached) return cached_body(res, cached->value, "STALE");
+  const auto seconds = std::chrono::ceil<std::chrono::seconds>(retry).count();
+  res.set("Retry-After", std::to_string(seconds < 1 ? 1 : seconds));
+  res.error(503, "user store unavailable");
 }
 
 // Builds page `page` of the catalogue: 100 items with deterministic titles and scores.
@@ -87,13 +112,47 @@ std::string build_page(std::int64_t page) {
   return boost::json::serialize(boost::json::object{{"page", page}, {"items", std::move(items)}});
 }
 
-void api_data(app&, const request& req, response& res) {
+// GET /api/data?page=N: pages cached for the TTL; concurrent misses on one page build it once
+// (single flight), so an expiring hot page cannot stampede the backend.
+void api_data(app& a, const request& req, response& res) {
   std::string_view text;
   std::int64_t page = 0;
   if (req.query_param("page", text) && (!parse_int(text, page) || page < 0 || page > 1'000'000)) {
     return res.error(400, "page must be an integer in [0, 1000000]");
   }
-  res.body = build_page(page);
+  bool loaded = false;
+  absl::StatusOr<body_ptr> body =
+      a.prims->pages.get_or_load(page, [&loaded](std::int64_t pg) -> absl::StatusOr<body_ptr> {
+        loaded = true;
+        return std::make_shared<const std::string>(build_page(pg));
+      });
+  if (!body.ok()) return res.error(500, "cannot build page");
+  cached_body(res, *body, loaded ? "MISS" : "HIT");
+}
+
+// POST /compute {"value":N}: sum of sin(i)*cos(i) over [0, N*10000). Runs on the offload
+// executor (route_kind::offloaded), never on an event loop.
+void compute(app&, const request& req, response& res) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(boost::json::string_view(req.body.data(), req.body.size()), ec);
+  const boost::json::value* n = nullptr;
+  if (!ec && v.is_object()) n = v.as_object().if_contains("value");
+  std::int64_t value = 0;
+  if (n != nullptr && n->is_int64()) {
+    value = n->as_int64();
+  } else if (n != nullptr && n->is_uint64()) {
+    value = 0;  // larger than any int64: out of range below
+  } else {
+    return res.error(400, "body must be JSON {\"value\":N} with an integer N");
+  }
+  if (value < 1 || value > 1000) return res.error(400, "value must be an integer in [1, 1000]");
+  double sum = 0;
+  const std::int64_t end = value * 10'000;
+  for (std::int64_t i = 0; i < end; ++i) {
+    const auto x = static_cast<double>(i);
+    sum += std::sin(x) * std::cos(x);
+  }
+  json_body(res, boost::json::object{{"result", sum}});
 }
 
 void metrics(app& a, const request&, response& res) {
@@ -106,11 +165,12 @@ void metrics(app& a, const request&, response& res) {
 void register_routes(app& a) {
   router& r = a.routes;
   r.add("/hello", get | head, route_kind::buffered, hello, kSmallBody);
-  r.add("/healthz", get | head, route_kind::buffered, healthz, kSmallBody);
-  r.add("/readyz", get | head, route_kind::buffered, readyz, kSmallBody);
+  r.add("/healthz", get | head, route_kind::buffered, healthz, kSmallBody, false);
+  r.add("/readyz", get | head, route_kind::buffered, readyz, kSmallBody, false);
   r.add("/users/:id", get | head, route_kind::buffered, users_by_id, kSmallBody);
   r.add("/api/data", get | head, route_kind::buffered, api_data, kSmallBody);
-  r.add("/metrics", get | head, route_kind::buffered, metrics, kSmallBody);
+  r.add("/metrics", get | head, route_kind::buffered, metrics, kSmallBody, false);
+  r.add("/compute", post, route_kind::offloaded, compute, 16 * 1024);
   r.add("/download/:name", get | head, route_kind::download, nullptr);
   r.add("/upload", post, route_kind::upload, nullptr);
 }

@@ -17,6 +17,7 @@
 
 #include "config.hpp"
 #include "metrics.hpp"
+#include "primitives.hpp"
 #include "server.hpp"
 #include "service.hpp"
 #include "user_store.hpp"
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
     die(std::string("cannot open --log: ") + e.what(), 1);
   }
   a.metrics = std::make_unique<service::service_metrics>();
+  a.prims = std::make_unique<service::primitives>(a);
   a.users = service::make_embedded_store(cfg.seed_users, cfg.store_fault_file);
   service::register_routes(a);
 

@@ -40,6 +40,7 @@
 #include <spdlog/spdlog.h>
 
 #include "metrics.hpp"
+#include "offloaded.hpp"
 
 namespace service {
 namespace {
@@ -499,19 +500,26 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
       } else {
         res.error(404, "not found");
       }
+    } else if (matched->rate_limited && !admit(app_, req.client_ip, res)) {
+      // 429 filled in by the rate-limit middleware; the body (if any) is left unread.
     } else {
       switch (matched->kind) {
-        case route_kind::buffered: {
+        case route_kind::buffered:
+        case route_kind::offloaded: {
           std::string body;
           if (co_await read_body(p, matched->max_body, body, res)) {
             req.body = body;
-            try {
-              matched->handler(app_, req, res);
-            } catch (const std::exception& e) {
-              SPDLOG_LOGGER_ERROR(app_.log, "\"msg\":\"handler failed\",\"error\":\"{}\"",
-                                  e.what());
-              res = response();
-              res.error(500, "internal error");
+            if (matched->kind == route_kind::offloaded) {
+              co_await run_offloaded(app_, matched->handler, req, res);
+            } else {
+              try {
+                matched->handler(app_, req, res);
+              } catch (const std::exception& e) {
+                SPDLOG_LOGGER_ERROR(app_.log, "\"msg\":\"handler failed\",\"error\":\"{}\"",
+                                    e.what());
+                res = response();
+                res.error(500, "internal error");
+              }
             }
           } else {
             keep_alive = false;
@@ -540,7 +548,9 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
   // Compression middleware: text and JSON bodies of 1 KiB or more, when the client accepts gzip.
   if (compressible(res.content_type, res.body.size()) && accepts_gzip(req.accept_encoding)) {
     std::string packed;
-    if (gzip(res.body, packed)) {
+    bool ok = res.body.size() >= kOffloadGzipAbove ? co_await gzip_offloaded(app_, res.body, packed)
+                                                   : gzip(res.body, packed);
+    if (ok) {
       res.body = std::move(packed);
       res.set("Content-Encoding", "gzip");
       res.set("Vary", "Accept-Encoding");

@@ -23,6 +23,7 @@ namespace service {
 
 class user_store;
 class service_metrics;
+struct primitives;
 
 // The methods the router distinguishes; anything else is `other` (answered 405 or 404).
 enum class method : std::uint8_t { get = 1, head = 2, post = 4, put = 8, del = 16, other = 32 };
@@ -92,6 +93,7 @@ enum class route_kind : std::uint8_t {
   buffered,  // body read whole (bounded by route.max_body), handler fills a response
   upload,    // body streamed to disk by the connection (POST /upload)
   download,  // response streamed from disk by the connection (GET/HEAD /download/:name)
+  offloaded, // as buffered, but the handler runs on the offload executor (CPU-heavy work)
 };
 
 struct app;
@@ -103,6 +105,7 @@ struct route {
   route_kind kind = route_kind::buffered;
   handler_fn handler = nullptr;
   std::size_t max_body = 0;  // largest body read for a buffered route; larger -> 413
+  bool rate_limited = true;  // false for probes and scrapes (/healthz, /readyz, /metrics)
   std::string allow;         // the Allow header for a 405, built by router::add
 };
 
@@ -119,7 +122,7 @@ class router {
 
   // Adds a route; a pattern may appear once per method set. Not thread-safe: call before serving.
   void add(std::string_view pattern, std::uint8_t methods, route_kind kind, handler_fn handler,
-           std::size_t max_body = 0);
+           std::size_t max_body = 0, bool rate_limited = true);
   // Finds the route for (verb, path) and binds its parameters into `req`.
   match find(method verb, std::string_view path, request& req) const;
 
@@ -200,6 +203,7 @@ struct app {
   router routes;
   std::unique_ptr<user_store> users;
   std::unique_ptr<service_metrics> metrics;
+  std::unique_ptr<primitives> prims;  // after metrics: registers collectors on it
   std::shared_ptr<spdlog::logger> log;
   proxy_list proxies;
   // Set once when SIGTERM/SIGINT starts the drain; read by /readyz. Relaxed: a flag with no data

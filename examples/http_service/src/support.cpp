@@ -13,6 +13,7 @@
 
 #include "service.hpp"
 #include "metrics.hpp"
+#include "primitives.hpp"
 #include "user_store.hpp"
 
 namespace service {
@@ -87,13 +88,14 @@ bool match_pattern(std::string_view pattern, std::string_view path, request& req
 }  // namespace
 
 void router::add(std::string_view pattern, std::uint8_t methods, route_kind kind,
-                 handler_fn handler, std::size_t max_body) {
+                 handler_fn handler, std::size_t max_body, bool rate_limited) {
   route r;
   r.pattern = pattern;
   r.methods = methods;
   r.kind = kind;
   r.handler = handler;
   r.max_body = max_body;
+  r.rate_limited = rate_limited;
   routes_.push_back(std::move(r));
   // Rebuild the Allow header of every route sharing this pattern.
   std::uint8_t all = 0;
