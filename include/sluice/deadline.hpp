@@ -26,6 +26,9 @@
 
 #include <chrono>
 #include <compare>
+#include <limits>
+#include <ratio>
+#include <type_traits>
 
 namespace sluice {
 
@@ -109,10 +112,27 @@ class deadline {
   template <class Rep, class Period>
   static constexpr time_point saturating_add(time_point t,
                                              std::chrono::duration<Rep, Period> d) noexcept {
-    // Compare in floating point first: converting hours::max() to nanoseconds, or subtracting
-    // from time_point::min(), would overflow. The margin covers double's rounding near 2^63.
-    using fp = std::chrono::duration<double, typename duration::period>;
     if (t == time_point::max()) return t;
+    using rep = typename duration::rep;
+    using scale = std::ratio_divide<Period, typename duration::period>;
+    if constexpr (scale::den == 1 && std::is_integral_v<Rep> && std::is_signed_v<Rep> &&
+                  std::is_integral_v<rep> && std::is_signed_v<rep> && sizeof(Rep) <= sizeof(rep)) {
+      // Exact integer path (the common case: `d` in the clock's unit or a coarser one): scale
+      // with a bound check, then add with an overflow check.
+      constexpr rep limit = std::numeric_limits<rep>::max() / static_cast<rep>(scale::num);
+      const rep count = static_cast<rep>(d.count());
+      if (count > limit) return time_point::max();
+      if (count < -limit) return time_point::min();
+      rep sum = 0;
+      if (__builtin_add_overflow(t.time_since_epoch().count(), count * static_cast<rep>(scale::num),
+                                 &sum)) {
+        return count > 0 ? time_point::max() : time_point::min();
+      }
+      return time_point(duration(sum));
+    }
+    // Otherwise compare in floating point first: converting hours::max() to nanoseconds, or
+    // subtracting from time_point::min(), would overflow. The margin covers double's rounding.
+    using fp = std::chrono::duration<double, typename duration::period>;
     const double margin = fp(duration::max()).count() * 1e-12 + 1.0;
     const double now_c = fp(t.time_since_epoch()).count();
     const double d_c = fp(d).count();

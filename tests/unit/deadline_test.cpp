@@ -86,3 +86,23 @@ TEST_CASE("deadline: is a tiny constexpr value type", "[deadline]") {
       sluice::coarse_clock{}, std::chrono::seconds(1));
   CHECK_FALSE(coarse.expired(sluice::coarse_clock{}));
 }
+
+TEST_CASE("deadline: integer and floating-point paths agree at the edges", "[deadline]") {
+  using tp = manual::time_point;
+  const tp now = tp(std::chrono::hours(1));
+  // Exact integer path: nanoseconds, milliseconds, hours.
+  CHECK(manual_deadline::after(now, 5ns).time() == now + 5ns);
+  CHECK(manual_deadline::after(now, 5ms).time() == now + 5ms);
+  CHECK(manual_deadline::after(now, std::chrono::hours(2)).time() == now + std::chrono::hours(2));
+  CHECK(manual_deadline::after(tp::max() - 10ns, 9ns).time() == tp::max() - 1ns);
+  CHECK(manual_deadline::after(tp::max() - 10ns, 10ns).is_infinite());
+  CHECK(manual_deadline::after(tp::max() - 10ns, 11ns).is_infinite());
+  CHECK(manual_deadline::after(tp::min() + 10ns, -11ns).time() == tp::min());
+  CHECK(manual_deadline::after(now, std::chrono::hours::max()).is_infinite());
+  CHECK(manual_deadline::after(now, std::chrono::hours::min()).time() == tp::min());
+  // Floating-point path: a finer unit than the clock's, and a floating-point duration.
+  using picoseconds = std::chrono::duration<std::int64_t, std::pico>;
+  CHECK(manual_deadline::after(now, picoseconds(5000)).time() == now + 5ns);
+  CHECK(manual_deadline::after(now, std::chrono::duration<double>(1.5)).time() == now + 1500ms);
+  CHECK(manual_deadline::after(now, std::chrono::duration<double>(1e30)).is_infinite());
+}

@@ -20,6 +20,8 @@
 //   co_await p.async_execute(op, use_awaitable)             -> T (throws system_error on error)
 //   p.async_execute(op, deadline, [](error_code ec, T v) {...})
 //   p.async_execute(op, use_future) / deferred / as_tuple(use_awaitable) ...
+//   p.async_execute_outcome(op, deadline, token)  -> (error_code, sluice::outcome<R>): the typed
+//                                                    reason, attempts, fallback used
 //
 // Completion signature: void(boost::system::error_code, T) for operations with a value, and
 // void(boost::system::error_code) for operations returning absl::Status or void. The error is a
