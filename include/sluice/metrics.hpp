@@ -4,6 +4,11 @@
 // histograms, the registry that renders them in the Prometheus text format 0.0.4, pull-based
 // collectors, and the process metrics collector. Standard library and Abseil only.
 //
+// The bindings that publish a primitive's own figures are separate headers, so that including
+// the metrics never pulls in every primitive: <sluice/metrics/circuit_breaker_metrics.hpp>,
+// cache_metrics.hpp, pool_metrics.hpp, offload_metrics.hpp and limiter_metrics.hpp, each with a
+// `sluice::metrics::publish(registry, name, primitive)` overload.
+//
 // Example:
 //   #include <sluice/metrics.hpp>
 //   sluice::metrics::registry registry;
