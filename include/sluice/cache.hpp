@@ -127,8 +127,11 @@ struct cache_options {
   // How long an expired entry is kept for get_stale() and stale-while-revalidate. Off: expired
   // entries are freed as soon as they are swept.
   std::chrono::nanoseconds stale_for{0};
-  // The number of shards (rounded up to a power of two). 0: about four per hardware thread,
-  // fewer for small caches (each shard keeps at least 64 entries so eviction stays accurate).
+  // The number of shards (rounded up to a power of two). 0: about 16 per hardware thread (at most
+  // 256), so two threads rarely want the same shard lock even under skewed (Zipf) keys; fewer for
+  // small caches (each shard keeps at least 64 entries so eviction stays accurate). Each shard
+  // holds at most max_entries / shards, so a sharded cache may evict a little before it holds
+  // max_entries when keys spread unevenly; shards = 1 makes the bound exact.
   std::size_t shards = 0;
   // Whether the process-wide sweeper removes expired entries in the background. On: memory
   // returns to its baseline after a burst of short-lived entries without any user call.
@@ -222,7 +225,7 @@ class cache final : private detail::cache_sweepable {
     std::size_t n = opts_.shards;
     if (n == 0) {
       const std::size_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
-      n = std::min<std::size_t>(detail::next_pow2(4 * hw), 64);
+      n = std::min<std::size_t>(detail::next_pow2(16 * hw), 256);
       while (n > 1 && opts_.max_entries / n < 64) n /= 2;
     }
     n = detail::next_pow2(n);
@@ -472,8 +475,9 @@ class cache final : private detail::cache_sweepable {
   std::size_t size() const {
     std::size_t total = 0;
     for (std::size_t i = 0; i <= shard_mask_; ++i) {
-      detail::mutex_lock lock(shards_[i].mu);
-      total += shards_[i].map.size();
+      const shard& s = shards_[i];
+      detail::mutex_lock lock(s.mu);
+      total += s.map.size();
     }
     return total;
   }
@@ -482,8 +486,9 @@ class cache final : private detail::cache_sweepable {
   std::uint64_t weight() const {
     std::uint64_t total = 0;
     for (std::size_t i = 0; i <= shard_mask_; ++i) {
-      detail::mutex_lock lock(shards_[i].mu);
-      total += shards_[i].policy.weight();
+      const shard& s = shards_[i];
+      detail::mutex_lock lock(s.mu);
+      total += s.policy.weight();
     }
     return total;
   }
@@ -492,8 +497,9 @@ class cache final : private detail::cache_sweepable {
   cache_stats stats() const {
     cache_stats total;
     for (std::size_t i = 0; i <= shard_mask_; ++i) {
-      detail::mutex_lock lock(shards_[i].mu);
-      const cache_stats& c = shards_[i].c;
+      const shard& s = shards_[i];
+      detail::mutex_lock lock(s.mu);
+      const cache_stats& c = s.c;
       total.hits += c.hits;
       total.misses += c.misses;
       total.negative_hits += c.negative_hits;
