@@ -3,7 +3,8 @@
 // Internal; not part of the public API. The state machine behind `sluice::redis::connection` and
 // `sluice::redis::subscriber`, kept apart so the public headers stay a readable manual.
 //
-// Everything here runs on one strand: the writer (batches every queued command into one write),
+// Commands enter through a small mutex-protected queue (`submit`), drained on the strand with one
+// post per burst. Everything else runs on one strand: the writer (batches every queued command into one write),
 // the reader (feeds hiredis's parser, matches replies to the FIFO of pending commands), the
 // deadline timer (one per connection, armed at the earliest pending deadline) and the connect
 // coroutine. Public entry points post to that strand, so a handler is never invoked inside the
@@ -45,7 +46,9 @@
 #include <boost/asio/write.hpp>
 #include <boost/system/error_code.hpp>
 
+#include "absl/base/thread_annotations.h"
 #include "sluice/asio/error.hpp"
+#include "sluice/detail/mutex.hpp"
 #include "sluice/detail/redis_reader.hpp"
 #include "sluice/redis/command.hpp"
 #include "sluice/redis/reply.hpp"
@@ -139,7 +142,8 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
                   });
   }
 
-  void start_exec(std::string_view wire, std::chrono::milliseconds timeout, reply_handler handler) {
+  void start_exec(std::string_view wire, std::chrono::milliseconds timeout, reply_handler handler,
+                  clock::time_point now = clock::now()) {
     if (state_ != state::connected) {
       complete_reply(std::move(handler), make(sluice::asio::error::unavailable), redis::reply{});
       return;
@@ -150,7 +154,26 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     out_.append(wire);
     auto work = track(handler);
     pending_.push_back(pending_op{std::move(handler), std::move(work)});
-    if (timeout.count() > 0) add_deadline(clock::now() + timeout, seq);
+    if (timeout.count() > 0) add_deadline(now + timeout, seq);
+  }
+
+  // Queues a command from any thread. Commands submitted while a drain is pending join it, so a
+  // burst of N commands costs one post to the strand and one write, not N.
+  void submit(redis::command cmd, std::chrono::milliseconds timeout, reply_handler handler)
+      ABSL_LOCKS_EXCLUDED(submit_mu_) {
+    bool post = false;
+    {
+      mutex_lock lock(submit_mu_);
+      submitted_.push_back(submission{std::move(cmd), timeout, std::move(handler)});
+      post = !drain_posted_;
+      drain_posted_ = true;
+    }
+    if (post) net::post(strand_, [self = shared_from_this()] { self->drain(); });
+  }
+
+  // Sends a command issued on the strand (the subscriber's) without waiting for a drain.
+  void exec_now(std::string_view wire, std::chrono::milliseconds timeout, reply_handler handler) {
+    start_exec(wire, timeout, std::move(handler));
     schedule_flush();
   }
 
@@ -177,6 +200,22 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
   }
 
   void set_pubsub() { pubsub_ = true; }
+
+  // Starts every submitted command, in submission order, then writes them in one batch.
+  void drain() ABSL_LOCKS_EXCLUDED(submit_mu_) {
+    {
+      mutex_lock lock(submit_mu_);
+      draining_.swap(submitted_);
+      drain_posted_ = false;
+    }
+    // One clock read per burst: the commands of a burst were submitted within microseconds.
+    const clock::time_point now = clock::now();
+    for (submission& sub : draining_) {
+      start_exec(sub.cmd.wire(), sub.timeout, std::move(sub.handler), now);
+    }
+    draining_.clear();
+    start_write();
+  }
   void add_subscription(std::string channel) {
     if (std::find(subscriptions_.begin(), subscriptions_.end(), channel) == subscriptions_.end()) {
       subscriptions_.push_back(std::move(channel));
@@ -189,6 +228,12 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
  private:
   enum class state { disconnected, connecting, connected };
 
+  struct submission {
+    redis::command cmd;
+    std::chrono::milliseconds timeout;
+    reply_handler handler;
+  };
+
   struct pending_op {
     reply_handler handler;  // empty once the op completed early (timeout, cancellation)
     net::any_completion_executor work;
@@ -196,6 +241,8 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
 
   // Receives per-operation cancellation and forwards it to the strand.
   struct canceller {
+    canceller(std::weak_ptr<redis_connection_impl> i, std::uint64_t s, bool r) noexcept
+        : impl(std::move(i)), seq(s), receive(r) {}
     std::weak_ptr<redis_connection_impl> impl;
     std::uint64_t seq;
     bool receive;
@@ -225,12 +272,22 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
   }
 
   void complete_reply(reply_handler h, error_code ec, redis::reply r) {
+    const net::any_completion_executor ex = net::get_associated_executor(h, user_ex_);
+    complete_reply(std::move(h), ex, ec, std::move(r));
+  }
+  // Completes through `ex`, the handler's (tracked) associated executor already at hand.
+  void complete_reply(reply_handler h, const net::any_completion_executor& ex, error_code ec,
+                      redis::reply r) {
     auto slot = net::get_associated_cancellation_slot(h);
     if (slot.is_connected()) slot.clear();
-    auto ex = net::get_associated_executor(h, user_ex_);
     net::dispatch(ex, [h = std::move(h), ec, r = std::move(r)]() mutable {
       std::move(h)(ec, std::move(r));
     });
+  }
+  // Completes a pending op and releases its work on the handler's executor.
+  void complete_op(pending_op& op, error_code ec, redis::reply r) {
+    net::any_completion_executor work = std::move(op.work);
+    complete_reply(std::move(op.handler), work, ec, std::move(r));
   }
   void complete_message(message_handler h, error_code ec, redis::message m) {
     auto slot = net::get_associated_cancellation_slot(h);
@@ -256,8 +313,7 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     if (op == nullptr || !op->handler) return;
     // The command may already be on the wire: its reply will still arrive and is dropped, so
     // the FIFO stays in step with the server.
-    complete_reply(std::move(op->handler), net::error::operation_aborted, redis::reply{});
-    op->work = nullptr;
+    complete_op(*op, net::error::operation_aborted, redis::reply{});
   }
 
   void cancel_receive() {
@@ -371,7 +427,7 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     std::deque<pending_op> ops = std::move(pending_);
     pending_.clear();
     for (pending_op& op : ops) {
-      if (op.handler) complete_reply(std::move(op.handler), ec, redis::reply{});
+      if (op.handler) complete_op(op, ec, redis::reply{});
     }
     if (receiver_) {
       complete_message(std::move(receiver_), ec, {});
@@ -452,7 +508,7 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
       }
       pending_op op = std::move(pending_.front());
       pending_.pop_front();
-      if (op.handler) complete_reply(std::move(op.handler), error_code{}, std::move(r));
+      if (op.handler) complete_op(op, error_code{}, std::move(r));
       if (gen != generation_) return;  // a handler ran inline and closed the connection
     }
     start_read();
@@ -527,9 +583,7 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
       pending_op* op = find(seq);
       if (op == nullptr || !op->handler) continue;
       // The reply is still coming; it will be read and dropped (see cancel_op).
-      complete_reply(std::move(op->handler), make(sluice::asio::error::deadline_exceeded),
-                     redis::reply{});
-      op->work = nullptr;
+      complete_op(*op, make(sluice::asio::error::deadline_exceeded), redis::reply{});
       if (gen != generation_) return;
     }
     while (!heap_.empty()) {
@@ -568,6 +622,10 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
   net::any_completion_executor receiver_work_;
   std::uint64_t dropped_messages_ = 0;
   std::atomic<bool> connected_{false};
+  mutex submit_mu_;
+  std::vector<submission> submitted_ ABSL_GUARDED_BY(submit_mu_);
+  bool drain_posted_ ABSL_GUARDED_BY(submit_mu_) = false;
+  std::vector<submission> draining_;  // strand only; kept to reuse its capacity
 };
 
 }  // namespace sluice::detail

@@ -100,10 +100,16 @@ class resp_reader {
   redisReader* reader_;
 };
 
-// Formats argv as one RESP command with hiredis and appends it to `out`. Binary-safe.
+// Frees a buffer hiredis formatted.
+struct hiredis_command_deleter {
+  void operator()(char* p) const noexcept { redisFreeCommand(p); }
+};
+using hiredis_command = std::unique_ptr<char, hiredis_command_deleter>;
+
+// Formats argv as one RESP command with hiredis; returns the buffer and its size. Binary-safe.
 // Throws std::bad_alloc when hiredis cannot allocate.
 template <class Range>
-void format_command_append(const Range& args, std::string& out) {
+std::pair<hiredis_command, std::size_t> format_command(const Range& args) {
   constexpr std::size_t inline_args = 16;
   const char* argv_inline[inline_args];
   std::size_t len_inline[inline_args];
@@ -128,8 +134,14 @@ void format_command_append(const Range& args, std::string& out) {
   char* target = nullptr;
   const int len = redisFormatCommandArgv(&target, static_cast<int>(n), argv, lens);
   if (len < 0 || target == nullptr) throw std::bad_alloc();
-  out.append(target, static_cast<std::size_t>(len));
-  redisFreeCommand(target);
+  return {hiredis_command(target), static_cast<std::size_t>(len)};
+}
+
+// Formats argv as one RESP command and appends it to `out`.
+template <class Range>
+void format_command_append(const Range& args, std::string& out) {
+  auto [buffer, size] = format_command(args);
+  out.append(buffer.get(), size);
 }
 
 }  // namespace sluice::detail

@@ -7,7 +7,7 @@
 // Encoding happens once, when the command is built, by hiredis's `redisFormatCommandArgv`; the
 // connection then only copies the bytes into its write buffer.
 //
-// Thread safety: a plain value.
+// Thread safety: a plain value (move-only: it owns hiredis's buffer).
 // Errors: building throws std::bad_alloc only when memory runs out.
 //
 // Example:
@@ -16,6 +16,7 @@
 #pragma once
 
 #include <array>
+#include <tuple>
 #include <type_traits>
 #include <string>
 #include <string_view>
@@ -38,23 +39,24 @@ class command {
                              int> = 0>
   command(const Args&... args) {  // NOLINT(google-explicit-constructor): reads as a literal
     const std::array<std::string_view, sizeof...(Args)> argv{std::string_view(args)...};
-    detail::format_command_append(argv, wire_);
+    std::tie(wire_, size_) = detail::format_command(argv);
   }
 
   // Builds a command from any range of string-like arguments (std::string, std::string_view).
   template <class Range>
   [[nodiscard]] static command from_args(const Range& args) {
     command c;
-    detail::format_command_append(args, c.wire_);
+    std::tie(c.wire_, c.size_) = detail::format_command(args);
     return c;
   }
 
   // Returns the RESP bytes sent to the server.
-  [[nodiscard]] std::string_view wire() const noexcept { return wire_; }
+  [[nodiscard]] std::string_view wire() const noexcept { return {wire_.get(), size_}; }
 
  private:
   command() = default;
-  std::string wire_;
+  detail::hiredis_command wire_;  // hiredis's buffer, kept as is: no copy
+  std::size_t size_ = 0;
 };
 
 }  // namespace sluice::redis

@@ -143,16 +143,12 @@ class connection {
   auto async_exec(command cmd, std::chrono::milliseconds timeout, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken,
                                        void(boost::system::error_code, reply)>(
-        [](auto handler, std::shared_ptr<detail::redis_connection_impl> impl, command c,
+        [](auto handler, detail::redis_connection_impl* impl, command c,
            std::chrono::milliseconds t) {
-          auto& strand = impl->strand();
-          boost::asio::post(strand, [impl = std::move(impl), c = std::move(c), t,
-                                     h = detail::redis_connection_impl::reply_handler(
-                                         std::move(handler))]() mutable {
-            impl->start_exec(c.wire(), t, std::move(h));
-          });
+          impl->submit(std::move(c), t,
+                       detail::redis_connection_impl::reply_handler(std::move(handler)));
         },
-        token, impl_, std::move(cmd), timeout);
+        token, impl_.get(), std::move(cmd), timeout);
   }
 
   // Closes the current session: pending commands complete with `cancelled`, a running connect

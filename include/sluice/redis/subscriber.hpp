@@ -106,7 +106,7 @@ class subscriber {
                                          std::move(handler))]() mutable {
             const command cmd{"SUBSCRIBE", ch};
             impl->add_subscription(std::move(ch));
-            impl->start_exec(cmd.wire(), impl->options().command_timeout, std::move(h));
+            impl->exec_now(cmd.wire(), impl->options().command_timeout, std::move(h));
           });
         },
         token, impl_, std::move(channel));
