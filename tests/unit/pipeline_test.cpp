@@ -1,6 +1,8 @@
+#include <atomic>
 #include <chrono>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sluice/bulkhead.hpp>
@@ -363,4 +365,63 @@ TEST_CASE("pipeline: the real breaker's closed and open paths allocate nothing",
     CHECK(o.reason == sluice::reason::breaker_open);
   }
   CHECK(scope.allocations() == 0);
+}
+
+TEST_CASE("pipeline: concurrent callers through the real breaker, bulkhead and budget",
+          "[pipeline]") {
+  const int threads = GENERATE(2, 4, 8);
+  INFO("threads = " << threads);
+  constexpr int per_thread = 4000;
+  manual clock;
+  sluice::circuit_breaker_options o = small_breaker();
+  o.window.window_size = 50;
+  o.minimum_calls = 20;
+  o.failure_rate_threshold = 0.9;  // trips only in the all-failing phase
+  sluice::circuit_breaker<manual> breaker(o, clock);
+  sluice::bulkhead<manual> slots({.max_concurrent = 2, .max_queue = 2}, clock);
+  sluice::token_bucket_retry_budget budget({.max_tokens = 20, .token_ratio = 0.5});
+  auto p = sluice::pipeline(
+      sluice::retry({.max_attempts = 2, .delay = sluice::backoff::constant(0ms)}, budget, clock),
+      sluice::breaker_ref(breaker), sluice::bulkhead_ref(slots));
+  std::atomic<int> inside{0};
+  std::atomic<bool> over_cap{false};
+  std::atomic<int> ok{0}, failed{0}, open{0}, full{0}, other{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        const bool failing = (i / 500) % 2 == 1;  // phases of health and of failure
+        auto outcome = p.execute_outcome([&]() -> absl::StatusOr<int> {
+          if (inside.fetch_add(1) + 1 > 2) over_cap = true;
+          inside.fetch_sub(1);
+          if (failing || (i + t) % 7 == 0) return absl::UnavailableError("down");
+          return i;
+        });
+        switch (outcome.reason) {
+          case sluice::reason::none:
+          case sluice::reason::budget_exhausted:
+            (outcome.ok() ? ok : failed).fetch_add(1);
+            break;
+          case sluice::reason::breaker_open:
+            open.fetch_add(1);
+            break;
+          case sluice::reason::bulkhead_full:
+            full.fetch_add(1);
+            break;
+          default:
+            other.fetch_add(1);
+        }
+        if (i % 1000 == 999) clock.advance(2s);  // let an open breaker probe again
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  CHECK_FALSE(over_cap.load());
+  CHECK(ok + failed + open + full + other == threads * per_thread);
+  CHECK(other.load() == 0);
+  CHECK(ok.load() > 0);
+  CHECK(open.load() > 0);  // the failing phases trip the breaker
+  CHECK(slots.in_use() == 0);
+  CHECK(budget.tokens() >= 0.0);
+  CHECK(budget.tokens() <= 20.0);
 }
