@@ -27,17 +27,19 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/status.hpp>
 #include <spdlog/spdlog.h>
+
+#include <sluice/clock.hpp>
 
 #include "metrics.hpp"
 #include "offloaded.hpp"
@@ -93,9 +95,14 @@ struct session {
   void finish(const request& req, std::string_view route_label, unsigned status,
               std::uint64_t bytes, clock_type::time_point start);
 
+  // Sets the deadline of the next socket operation; the loop's sweeper closes the socket of a
+  // connection past its deadline (one plain store here instead of arming a timer per operation).
+  void arm(std::chrono::seconds timeout) { deadline_ = sluice::coarse_clock::now() + timeout; }
+
   loop& loop_;
   app& app_;
-  beast::tcp_stream stream_;
+  tcp::socket socket_;
+  sluice::coarse_clock::time_point deadline_ = sluice::coarse_clock::time_point::max();
   beast::flat_buffer buffer_;
   std::string peer_;
   std::string head_;
@@ -113,6 +120,7 @@ struct loop {
   std::thread thread;
 
   net::awaitable<void> accept(app& a);
+  net::awaitable<void> sweep();
   void drain() {
     draining = true;
     if (acceptor) {
@@ -120,23 +128,26 @@ struct loop {
       acceptor->close(ec);
     }
     for (session* s = sessions; s != nullptr; s = s->next_) {
-      if (s->idle_) s->stream_.cancel();
+      if (s->idle_) {
+        beast::error_code ec;
+        s->socket_.cancel(ec);
+      }
     }
   }
   void close_all() {
     draining = true;
     for (session* s = sessions; s != nullptr; s = s->next_) {
       beast::error_code ec;
-      s->stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-      s->stream_.close();
+      s->socket_.shutdown(tcp::socket::shutdown_both, ec);
+      s->socket_.close(ec);
     }
   }
 };
 
 session::session(loop& l, app& a, tcp::socket socket)
-    : loop_(l), app_(a), stream_(std::move(socket)) {
+    : loop_(l), app_(a), socket_(std::move(socket)) {
   beast::error_code ec;
-  auto ep = stream_.socket().remote_endpoint(ec);
+  auto ep = socket_.remote_endpoint(ec);
   if (!ec) {
     auto addr = ep.address();
     if (addr.is_v6() && addr.to_v6().is_v4_mapped()) {
@@ -218,9 +229,9 @@ void session::format_head(const request& req, const response& res,
 }
 
 net::awaitable<bool> session::write_response(std::string_view body) {
-  stream_.expires_after(app_.cfg.io_timeout);
+  arm(app_.cfg.io_timeout);
   std::array<net::const_buffer, 2> bufs{net::buffer(head_), net::buffer(body.data(), body.size())};
-  auto [ec, n] = co_await net::async_write(stream_, bufs, tok);
+  auto [ec, n] = co_await net::async_write(socket_, bufs, tok);
   co_return !ec;
 }
 
@@ -228,8 +239,8 @@ net::awaitable<bool> session::maybe_continue(parser_type& p) {
   auto expect = p.get()[http::field::expect];
   if (p.get().version() < 11 || !beast::iequals(expect, "100-continue")) co_return true;
   static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
-  stream_.expires_after(app_.cfg.io_timeout);
-  auto [ec, n] = co_await net::async_write(stream_, net::buffer(cont.data(), cont.size()), tok);
+  arm(app_.cfg.io_timeout);
+  auto [ec, n] = co_await net::async_write(socket_, net::buffer(cont.data(), cont.size()), tok);
   co_return !ec;
 }
 
@@ -244,8 +255,8 @@ net::awaitable<bool> session::read_body(parser_type& p, std::size_t limit, std::
   while (!p.is_done()) {
     p.get().body().data = chunk();
     p.get().body().size = kChunk;
-    stream_.expires_after(app_.cfg.io_timeout);
-    auto [ec, n] = co_await http::async_read(stream_, buffer_, p, tok);
+    arm(app_.cfg.io_timeout);
+    auto [ec, n] = co_await http::async_read(socket_, buffer_, p, tok);
     if (ec == http::error::need_buffer) ec = {};
     std::size_t got = kChunk - p.get().body().size;
     if (out.size() + got > limit) {
@@ -312,8 +323,8 @@ net::awaitable<bool> session::upload(parser_type& p, request& req, response& res
   while (!p.is_done()) {
     p.get().body().data = chunk();
     p.get().body().size = kChunk;
-    stream_.expires_after(app_.cfg.io_timeout);
-    auto [ec, n] = co_await http::async_read(stream_, buffer_, p, tok);
+    arm(app_.cfg.io_timeout);
+    auto [ec, n] = co_await http::async_read(socket_, buffer_, p, tok);
     if (ec == http::error::need_buffer) ec = {};
     std::size_t got = kChunk - p.get().body().size;
     total += got;
@@ -431,9 +442,9 @@ net::awaitable<bool> session::download(request& req, response& res, bool head_on
     ssize_t n = ::pread(fd, chunk(), want, static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) co_return false;  // file shrank or I/O error: the response cannot be finished
-    stream_.expires_after(app_.cfg.io_timeout);
+    arm(app_.cfg.io_timeout);
     auto [ec, w] =
-        co_await net::async_write(stream_, net::buffer(chunk(), static_cast<std::size_t>(n)), tok);
+        co_await net::async_write(socket_, net::buffer(chunk(), static_cast<std::size_t>(n)), tok);
     if (ec) co_return false;
     sent += w;
     offset += static_cast<std::uint64_t>(n);
@@ -446,8 +457,8 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
   parser_type p;
   p.header_limit(kHeaderLimit);
   p.body_limit(std::numeric_limits<std::uint64_t>::max());  // limits are per route, below
-  stream_.expires_after(app_.cfg.header_timeout);
-  auto [ec, n] = co_await http::async_read_header(stream_, buffer_, p, tok);
+  arm(app_.cfg.header_timeout);
+  auto [ec, n] = co_await http::async_read_header(socket_, buffer_, p, tok);
 
   request req;
   response res;
@@ -580,8 +591,8 @@ net::awaitable<void> session::run() {
       if (loop_.draining) break;
       // The first request gets the header timeout from the connection's start; later ones may
       // wait for the idle keep-alive timeout before their first byte.
-      stream_.expires_after(first ? app_.cfg.header_timeout : app_.cfg.idle_timeout);
-      auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), tok);
+      arm(first ? app_.cfg.header_timeout : app_.cfg.idle_timeout);
+      auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(4096), tok);
       idle_ = false;
       if (ec) break;
       buffer_.commit(n);
@@ -590,8 +601,26 @@ net::awaitable<void> session::run() {
     if (!co_await serve_one(clock_type::now())) break;
   }
   beast::error_code ec;
-  stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-  stream_.close();
+  socket_.shutdown(tcp::socket::shutdown_send, ec);
+  socket_.close(ec);
+}
+
+// Closes the sockets of connections past their deadline, four times a second; the session's
+// pending operation then fails and the session ends. Runs until the loop drained its last
+// connection.
+net::awaitable<void> loop::sweep() {
+  net::steady_timer timer(ioc);
+  while (!(draining && sessions == nullptr)) {
+    timer.expires_after(std::chrono::milliseconds(250));
+    co_await timer.async_wait(tok);
+    const auto now = sluice::coarse_clock::now();
+    for (session* s = sessions; s != nullptr; s = s->next_) {
+      if (s->deadline_ <= now) {
+        beast::error_code ec;
+        s->socket_.close(ec);
+      }
+    }
+  }
 }
 
 // Owns one connection for its lifetime (parameters live in the coroutine frame).
@@ -675,6 +704,7 @@ void server::start() {
   for (auto& l : impl_->loops) {
     loop* lp = l.get();
     net::co_spawn(lp->ioc, lp->accept(impl_->a), net::detached);
+    net::co_spawn(lp->ioc, lp->sweep(), net::detached);
     lp->thread = std::thread([this, lp] {
       lp->ioc.run();
       // Release: the loop's last writes happen-before stopped() observing zero.
