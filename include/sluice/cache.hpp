@@ -68,6 +68,7 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
@@ -401,73 +402,89 @@ class cache final : private detail::cache_sweepable {
   // background reload (the loader is copied to a new thread; it must then be copyable).
   template <class Loader>
   absl::StatusOr<Value> get_or_load(const Key& key, Loader&& loader) {
+    constexpr bool copyable = std::is_copy_constructible_v<std::decay_t<Loader>>;
     const std::size_t h = hash_(key);
     shard& s = shard_for(h);
-    std::shared_ptr<flight> f;
-    bool leader = false;
-    bool refresh = false;
-    std::optional<Value> current;
-    {
-      detail::mutex_lock lock(s.mu);
-      auto it = s.map.find(key, h);
-      if (it != s.map.end()) {
-        node* n = it->second;
-        const std::int64_t now = (n->remove_at != detail::cache_never || timed_) ? now_ns() : 0;
-        if (now < n->expires_at) {
-          if (!n->value) {
-            ++s.c.negative_hits;
-            return absl::NotFoundError("sluice::cache: key not found (cached)");
-          }
-          ++s.c.hits;
-          touch_expiry(s, n, now);
-          record_read(s, n);
-          current = n->value;
-          refresh = opts_.refresh_after.count() > 0 && n->written_at != 0 &&
-                    now - n->written_at >= opts_.refresh_after.count();
-        } else if (now < n->remove_at && n->value) {
-          ++s.c.stale_hits;
-          current = n->value;
-          refresh = true;
-        }
-      }
-      if (current) {
-        if (!refresh || !std::is_copy_constructible_v<std::decay_t<Loader>>) return *current;
-        auto [fit, inserted] = s.loading.try_emplace(key);
-        if (!inserted) return *current;  // a reload is already running
-        fit->second = std::make_shared<flight>();
-        f = fit->second;
-        ++s.c.refreshes;
-      } else {
-        ++s.c.misses;
-        s.policy.record_miss();
-        auto [fit, inserted] = s.loading.try_emplace(key);
-        if (inserted) {
-          fit->second = std::make_shared<flight>();
-          leader = true;
-        }
-        f = fit->second;
-      }
+    probe pr = probe_or_join(s, key, h, copyable);
+    if (pr.refresh) {
+      if constexpr (copyable) start_refresh(s, key, h, pr.f, std::decay_t<Loader>(loader));
     }
-    if (current) {
-      if constexpr (std::is_copy_constructible_v<std::decay_t<Loader>>) {
-        start_refresh(s, key, h, f, std::decay_t<Loader>(loader));
-      }
-      return *std::move(current);
-    }
-    if (!leader) {
-      detail::mutex_lock lock(f->mu);
-      while (!f->done) f->cv.wait(f->mu);
-      return f->result;
+    if (pr.answer) return *std::move(pr.answer);
+    if (!pr.leader) {
+      detail::mutex_lock lock(pr.f->mu);
+      while (!pr.f->done) pr.f->cv.wait(pr.f->mu);
+      return pr.f->result;
     }
     absl::StatusOr<Value> r = absl::InternalError("sluice::cache: the loader threw");
     try {
       r = loader(key);
     } catch (...) {
-      complete_load(s, key, h, f, r, false);
+      complete_load(s, key, h, pr.f, r, false);
       throw;
     }
-    complete_load(s, key, h, f, r, false);
+    complete_load(s, key, h, pr.f, r, false);
     return r;
+  }
+
+
+ private:
+  struct flight;
+
+ public:
+  // The steps of get_or_load for asynchronous adapters (see <sluice/asio/cache.hpp>), which must
+  // not block a thread while another caller loads. Refresh-ahead and stale-while-revalidate are
+  // left to the synchronous get_or_load (a stale entry is answered as stale data is: at once).
+  class load_ticket {
+   public:
+    // Returns the answer when no load is needed (a hit, a cached not-found, a stale value).
+    const std::optional<absl::StatusOr<Value>>& answer() const noexcept { return answer_; }
+    // Returns whether the holder must run the loader and then call complete_load().
+    bool leader() const noexcept { return leader_; }
+
+   private:
+    friend class cache;
+    std::optional<absl::StatusOr<Value>> answer_;
+    std::shared_ptr<flight> f_;
+    bool leader_ = false;
+    std::size_t hash_ = 0;
+    std::optional<Key> key_;
+  };
+
+  // Looks `key` up; on a miss joins the key's load in flight or becomes its leader.
+  load_ticket begin_load(const Key& key) {
+    load_ticket t;
+    t.hash_ = hash_(key);
+    t.key_ = key;
+    probe pr = probe_or_join(shard_for(t.hash_), key, t.hash_, false);
+    t.answer_ = std::move(pr.answer);
+    t.f_ = std::move(pr.f);
+    t.leader_ = pr.leader;
+    return t;
+  }
+
+  // Stores the leader's result `r` (as get_or_load would) and wakes every waiter of the ticket's
+  // load. Precondition: `t.leader()`, called once.
+  void complete_load(load_ticket& t, const absl::StatusOr<Value>& r) {
+    complete_load(shard_for(t.hash_), *t.key_, t.hash_, t.f_, r, false);
+  }
+
+  // Calls `done(result)` once the load `t` joined completes: at once (on this thread) if it
+  // already has, else on the thread that completes it, without any cache lock held.
+  // Precondition: `!t.leader()` and `!t.answer()`.
+  void when_loaded(load_ticket& t, std::function<void(const absl::StatusOr<Value>&)> done) {
+    {
+      detail::mutex_lock lock(t.f_->mu);
+      if (!t.f_->done) {
+        t.f_->waiters.push_back(std::move(done));
+        return;
+      }
+    }
+    absl::StatusOr<Value> r = absl::UnknownError("");
+    {
+      detail::mutex_lock lock(t.f_->mu);
+      r = t.f_->result;
+    }
+    done(r);
   }
 
   // Returns the number of entries, including expired ones not yet swept. Takes every shard lock
@@ -540,7 +557,10 @@ class cache final : private detail::cache_sweepable {
     detail::cond_var cv;
     bool done ABSL_GUARDED_BY(mu) = false;
     absl::StatusOr<Value> result ABSL_GUARDED_BY(mu) = absl::UnknownError("");
+    // Asynchronous waiters (when_loaded), called after the result is set.
+    std::vector<std::function<void(const absl::StatusOr<Value>&)>> waiters ABSL_GUARDED_BY(mu);
   };
+
 
   // Hits recorded since the last replay into the policy; 32 pointers: a replay every 32 hits
   // amortises the policy's cache misses while keeping the batch (and lock hold) short.
@@ -562,6 +582,64 @@ class cache final : private detail::cache_sweepable {
     absl::InlinedVector<std::pair<detail::cache_node_base*, removal_cause>, 4> removed;
     std::optional<std::pair<Key, Value>> replaced;
   };
+
+  // What a lookup for get_or_load found: an answer, or a flight to lead or wait for (and with
+  // `refresh`, both: an answer plus a reload to start).
+  struct probe {
+    std::optional<absl::StatusOr<Value>> answer;
+    std::shared_ptr<flight> f;
+    bool leader = false;
+    bool refresh = false;
+  };
+
+  probe probe_or_join(shard& s, const Key& key, std::size_t h, bool can_refresh) {
+    probe pr;
+    detail::mutex_lock lock(s.mu);
+    auto it = s.map.find(key, h);
+    std::optional<Value> current;
+    bool refresh = false;
+    if (it != s.map.end()) {
+      node* n = it->second;
+      const std::int64_t now = (n->remove_at != detail::cache_never || timed_) ? now_ns() : 0;
+      if (now < n->expires_at) {
+        if (!n->value) {
+          ++s.c.negative_hits;
+          pr.answer = absl::NotFoundError("sluice::cache: key not found (cached)");
+          return pr;
+        }
+        ++s.c.hits;
+        touch_expiry(s, n, now);
+        record_read(s, n);
+        current = n->value;
+        refresh = opts_.refresh_after.count() > 0 && n->written_at != 0 &&
+                  now - n->written_at >= opts_.refresh_after.count();
+      } else if (now < n->remove_at && n->value) {
+        ++s.c.stale_hits;
+        current = n->value;
+        refresh = true;
+      }
+    }
+    if (current) {
+      pr.answer = *std::move(current);
+      if (!refresh || !can_refresh) return pr;
+      auto [fit, inserted] = s.loading.try_emplace(key);
+      if (!inserted) return pr;  // a reload is already running
+      fit->second = std::make_shared<flight>();
+      pr.f = fit->second;
+      pr.refresh = true;
+      ++s.c.refreshes;
+      return pr;
+    }
+    ++s.c.misses;
+    s.policy.record_miss();
+    auto [fit, inserted] = s.loading.try_emplace(key);
+    if (inserted) {
+      fit->second = std::make_shared<flight>();
+      pr.leader = true;
+    }
+    pr.f = fit->second;
+    return pr;
+  }
 
   static cache_options sanitize(cache_options o, const hooks& h) {
     if (o.max_entries == 0) o.max_entries = 1;
@@ -787,13 +865,16 @@ class cache final : private detail::cache_sweepable {
       auto it = s.loading.find(key);
       if (it != s.loading.end() && it->second == f) s.loading.erase(it);
     }
+    std::vector<std::function<void(const absl::StatusOr<Value>&)>> waiters;
     {
       detail::mutex_lock lock(f->mu);
       f->result = r;
       f->done = true;
+      waiters.swap(f->waiters);
     }
     f->cv.notify_all();
     finish(p);
+    for (auto& waiter : waiters) waiter(r);
   }
 
   template <class Loader>
