@@ -22,7 +22,7 @@ nginx_pid=""
 svc_pid=""
 cleanup() {
   [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
-  [ -n "$svc_pid" ] && kill -KILL "$svc_pid" 2>/dev/null || true
+  [ -n "$svc_pid" ] && kill -TERM "$svc_pid" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -89,8 +89,16 @@ run() {
 
 nginx_hello="$(run "nginx /hello" "http://127.0.0.1:$nginx_port/hello")"
 svc_hello="$(run "sluice-service /hello" "http://127.0.0.1:$svc_port/hello")"
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$svc_pid/status"; }
+requests() {
+  curl -fsS --max-time 5 "http://127.0.0.1:$svc_port/metrics" |
+    awk '/^http_requests_total/ {n += $2} END {printf "%d", n}'
+}
 svc_users="$(run "sluice-service /users/:id" "http://127.0.0.1:$svc_port/users/1" -s "$here/users.lua")"
-rss_kb="$(awk '/VmRSS/ {print $2}' "/proc/$svc_pid/status")"
+rss_1="$(rss_mb)"; req_1="$(requests)"
+# Memory stability: another round of /users/:id traffic, then RSS again.
+run "sluice-service /users/:id (again)" "http://127.0.0.1:$svc_port/users/1" -s "$here/users.lua" >/dev/null
+rss_2="$(rss_mb)"; req_2="$(requests)"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f %%", 100 * a / b }'; }
 n_rps="$(cut -d'|' -f2 <<<"$nginx_hello")"
@@ -101,5 +109,7 @@ for row in "$nginx_hello" "$svc_hello" "$svc_users"; do
   echo "| $name | $rps | $p50 | $p99 | $(ratio "$rps" "$n_rps") |"
 done
 echo
-echo "threads=$threads (nginx worker_processes=$threads), wrk -t$wrk_threads -c$conns -d$duration," \
-  "sluice-service RSS after the runs: $((rss_kb / 1024)) MB"
+echo "threads=$threads (nginx worker_processes=$threads), wrk -t$wrk_threads -c$conns -d$duration" \
+  "(after a 2 s warm-up each)"
+echo
+echo "sluice-service resident memory: $rss_1 MB after $req_1 requests, $rss_2 MB after $req_2 requests"
