@@ -19,6 +19,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <type_traits>
 #include <limits>
 #include <memory>
 #include <string>
@@ -106,6 +107,17 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
         rbuf_(std::max<std::size_t>(options.read_buffer_size, 512)) {}
 
   const net::any_io_executor& user_executor() const noexcept { return user_ex_; }
+
+  // Reports whether `handler` completes on the connection's own executor.
+  template <class Handler>
+  bool is_local(const Handler& handler) const {
+    if constexpr (std::is_same_v<net::associated_executor_t<Handler, net::any_io_executor>,
+                                 net::any_io_executor>) {
+      return net::get_associated_executor(handler, user_ex_) == user_ex_;
+    } else {
+      return false;
+    }
+  }
   const net::strand<net::any_io_executor>& strand() const noexcept { return strand_; }
   const redis::connection_options& options() const noexcept { return options_; }
 
@@ -142,8 +154,9 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
                   });
   }
 
+  // `local`: the handler runs on the connection's own executor (see submit()).
   void start_exec(std::string_view wire, std::chrono::milliseconds timeout, reply_handler handler,
-                  clock::time_point now = clock::now()) {
+                  clock::time_point now = clock::now(), bool local = false) {
     if (state_ != state::connected) {
       complete_reply(std::move(handler), make(sluice::asio::error::unavailable), redis::reply{});
       return;
@@ -152,19 +165,27 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     auto slot = net::get_associated_cancellation_slot(handler);
     if (slot.is_connected()) slot.template emplace<canceller>(weak_from_this(), seq, false);
     out_.append(wire);
-    auto work = track(handler);
-    pending_.push_back(pending_op{std::move(handler), std::move(work)});
+    if (local) {
+      pending_.push_back(pending_op{std::move(handler), net::any_completion_executor{}, true});
+    } else {
+      auto work = track(handler);
+      pending_.push_back(pending_op{std::move(handler), std::move(work), false});
+    }
     if (timeout.count() > 0) add_deadline(now + timeout, seq);
   }
 
   // Queues a command from any thread. Commands submitted while a drain is pending join it, so a
   // burst of N commands costs one post to the strand and one write, not N.
-  void submit(redis::command cmd, std::chrono::milliseconds timeout, reply_handler handler)
-      ABSL_LOCKS_EXCLUDED(submit_mu_) {
+  // `local` says the handler's associated executor is the connection's own (decided by the caller,
+  // which still knows the handler's concrete type): such handlers need no work guard of their
+  // own (the connection's pending read keeps that context busy) and complete through the
+  // executor directly, which saves converting it to a type-erased completion executor.
+  void submit(redis::command cmd, std::chrono::milliseconds timeout, reply_handler handler,
+              bool local) ABSL_LOCKS_EXCLUDED(submit_mu_) {
     bool post = false;
     {
       mutex_lock lock(submit_mu_);
-      submitted_.push_back(submission{std::move(cmd), timeout, std::move(handler)});
+      submitted_.push_back(submission{std::move(cmd), timeout, std::move(handler), local});
       post = !drain_posted_;
       drain_posted_ = true;
     }
@@ -211,7 +232,7 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     // One clock read per burst: the commands of a burst were submitted within microseconds.
     const clock::time_point now = clock::now();
     for (submission& sub : draining_) {
-      start_exec(sub.cmd.wire(), sub.timeout, std::move(sub.handler), now);
+      start_exec(sub.cmd.wire(), sub.timeout, std::move(sub.handler), now, sub.local);
     }
     draining_.clear();
     start_write();
@@ -232,11 +253,13 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     redis::command cmd;
     std::chrono::milliseconds timeout;
     reply_handler handler;
+    bool local;
   };
 
   struct pending_op {
     reply_handler handler;  // empty once the op completed early (timeout, cancellation)
-    net::any_completion_executor work;
+    net::any_completion_executor work;  // tracked executor of the handler; empty when local
+    bool local;                         // the handler runs on user_ex_
   };
 
   // Receives per-operation cancellation and forwards it to the strand.
@@ -286,6 +309,15 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
   }
   // Completes a pending op and releases its work on the handler's executor.
   void complete_op(pending_op& op, error_code ec, redis::reply r) {
+    if (op.local) {
+      reply_handler h = std::move(op.handler);
+      auto slot = net::get_associated_cancellation_slot(h);
+      if (slot.is_connected()) slot.clear();
+      net::dispatch(user_ex_, [h = std::move(h), ec, r = std::move(r)]() mutable {
+        std::move(h)(ec, std::move(r));
+      });
+      return;
+    }
     net::any_completion_executor work = std::move(op.work);
     complete_reply(std::move(op.handler), work, ec, std::move(r));
   }

@@ -145,8 +145,9 @@ class connection {
                                        void(boost::system::error_code, reply)>(
         [](auto handler, detail::redis_connection_impl* impl, command c,
            std::chrono::milliseconds t) {
+          const bool local = impl->is_local(handler);
           impl->submit(std::move(c), t,
-                       detail::redis_connection_impl::reply_handler(std::move(handler)));
+                       detail::redis_connection_impl::reply_handler(std::move(handler)), local);
         },
         token, impl_.get(), std::move(cmd), timeout);
   }
