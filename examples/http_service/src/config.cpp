@@ -19,6 +19,11 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:8080",
           "HOST:PORT to serve on ([v6addr]:PORT for IPv6; port 0 picks a free port, see "
           "--port-file)");
 ABSL_FLAG(int32_t, threads, 0, "event-loop threads, each with its own acceptor (0: one per core)");
+ABSL_FLAG(int32_t, processes, 1,
+          "supervisor mode when > 1: N worker processes share the port, a crashed worker is "
+          "restarted with backoff, SIGHUP restarts them one by one");
+ABSL_FLAG(int64_t, max_rss_mb, 0,
+          "supervisor mode: a worker whose resident memory exceeds this is replaced (0: no limit)");
 ABSL_FLAG(std::string, data_dir, "data", "directory /download/:name serves files from");
 ABSL_FLAG(std::string, upload_dir, "",
           "directory POST /upload writes to (empty: <data-dir>/uploads)");
@@ -211,6 +216,10 @@ config load_config(int argc, char** argv) {
   int threads = in_range(FLAGS_threads, "threads", 0, 256);
   if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   c.threads = threads;
+  c.processes = in_range(FLAGS_processes, "processes", 1, 64);
+  c.max_rss_bytes = static_cast<std::uint64_t>(
+                        in_range(FLAGS_max_rss_mb, "max-rss-mb", int64_t{0}, int64_t{1} << 20))
+                    << 20;
   c.data_dir = absl::GetFlag(FLAGS_data_dir);
   if (c.data_dir.empty()) fail("--data-dir must not be empty");
   c.upload_dir = absl::GetFlag(FLAGS_upload_dir);

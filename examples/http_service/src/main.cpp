@@ -20,6 +20,7 @@
 #include "primitives.hpp"
 #include "server.hpp"
 #include "service.hpp"
+#include "supervisor.hpp"
 #include "user_store.hpp"
 
 namespace {
@@ -61,6 +62,7 @@ std::shared_ptr<spdlog::logger> make_logger(const service::config& cfg) {
 
 int main(int argc, char** argv) {
   service::config cfg = service::load_config(argc, argv);
+  if (cfg.processes > 1) return service::run_supervisor(cfg, argc, argv);
 
   // Signals are taken synchronously by the main thread (sigtimedwait); every other thread,
   // including the loops started below, inherits the blocked mask.

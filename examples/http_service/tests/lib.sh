@@ -28,6 +28,10 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    # Supervisor mode: its workers first (by parent pid: only processes this test started).
+    for child in $(pgrep -P "$SERVER_PID" 2>/dev/null || true); do
+      kill -KILL "$child" 2>/dev/null || true
+    done
     kill -KILL "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
   fi
