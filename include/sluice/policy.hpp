@@ -152,15 +152,21 @@ class call_context {
   // Starts attempt `n`: clears the hint and the reason left by the previous attempt.
   void begin_attempt(int n) noexcept {
     attempt_ = n;
-    retry_after_.reset();
+    has_retry_after_ = false;
     reason_ = reason::none;
     rejected_ = false;
   }
 
   // Records a server's Retry-After hint for the retry policy (called by the callable).
-  void set_retry_after(duration hint) noexcept { retry_after_ = hint; }
+  void set_retry_after(duration hint) noexcept {
+    retry_after_ = hint;
+    has_retry_after_ = true;
+  }
   // Returns the hint recorded during the current attempt, if any.
-  std::optional<duration> retry_after() const noexcept { return retry_after_; }
+  std::optional<duration> retry_after() const noexcept {
+    if (!has_retry_after_) return std::nullopt;
+    return retry_after_;
+  }
 
   // Returns why the call was refused or stopped (`none` when the result is the callable's own).
   sluice::reason reason() const noexcept { return reason_; }
@@ -181,7 +187,10 @@ class call_context {
   const Clock* clock_;
   sluice::deadline<Clock> deadline_;
   int attempt_ = 1;
-  std::optional<duration> retry_after_;
+  // A value and a flag rather than std::optional: GCC 12 at -O2 warns that an optional's payload
+  // "may be used uninitialized" through the inlined pipeline.
+  duration retry_after_{};
+  bool has_retry_after_ = false;
   sluice::reason reason_ = reason::none;
   bool rejected_ = false;
   bool fallback_used_ = false;

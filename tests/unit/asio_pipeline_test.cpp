@@ -10,6 +10,7 @@
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
@@ -344,4 +345,27 @@ TEST_CASE("asio_pipeline: async_execute_outcome reports the typed reason", "[asi
   REQUIRE(fine->ok());
   CHECK(*fine->result == 3);
   CHECK(fine->reason == sluice::reason::none);
+}
+
+TEST_CASE("asio_pipeline: a synchronous rejection started on the executor still completes later",
+          "[asio_pipeline]") {
+  net::io_context io;
+  fake_breaker breaker;
+  breaker.open = true;
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::breaker_ref(breaker));
+  bool returned = false;
+  bool called_before_return = false;
+  error_code got;
+  net::post(io, [&] {
+    p.async_execute([]() -> net::awaitable<int> { co_return 1; },
+                    [&](error_code ec, int) {
+                      called_before_return = !returned;
+                      got = ec;
+                    });
+    returned = true;
+  });
+  io.run();
+  CHECK(returned);
+  CHECK_FALSE(called_before_return);
+  CHECK(got == sluice::asio::error::unavailable);
 }

@@ -68,8 +68,8 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -307,29 +307,28 @@ class pipeline {
       auto slot = boost::asio::get_associated_cancellation_slot(handler);
       auto work =
           boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, self->ex_));
+      auto hex = work.get_executor();
+      // co_spawn delivers the completion on the handler's executor (bound below), never inside
+      // this function (it posts first when the coroutine finished without switching context).
       boost::asio::co_spawn(
           self->ex_, self->template run_async<R>(std::move(fn), d),
           boost::asio::bind_cancellation_slot(
-              slot, [h = std::forward<Handler>(handler), work = std::move(work)](
-                        std::exception_ptr e, R r) mutable {
-                const boost::system::error_code ec = detail::error_of(e, status_of(r));
-                auto ex = work.get_executor();
-                work.reset();
-                if constexpr (std::is_same_v<R, absl::Status>) {
-                  boost::asio::dispatch(ex, [h = std::move(h), ec]() mutable { std::move(h)(ec); });
-                } else {
-                  using T = typename R::value_type;
-                  T value{};
-                  if (!ec && r.ok()) value = std::move(*r);
-                  boost::asio::dispatch(ex, [h = std::move(h), ec, v = std::move(value)]() mutable {
-                    std::move(h)(ec, std::move(v));
-                  });
-                }
-              }));
+              slot, boost::asio::bind_executor(
+                        hex, [h = std::forward<Handler>(handler), work = std::move(work)](
+                                 std::exception_ptr e, R r) mutable {
+                          const boost::system::error_code ec = detail::error_of(e, status_of(r));
+                          work.reset();
+                          if constexpr (std::is_same_v<R, absl::Status>) {
+                            std::move(h)(ec);
+                          } else {
+                            typename R::value_type value{};
+                            if (!ec && r.ok()) value = std::move(*r);
+                            std::move(h)(ec, std::move(value));
+                          }
+                        })));
     }
   };
 
-  // Runs the policies over the operation; the deadline, if finite, cancels it when it passes.
   struct initiate_outcome {
     pipeline* self;
 
@@ -339,19 +338,20 @@ class pipeline {
       auto slot = boost::asio::get_associated_cancellation_slot(handler);
       auto work =
           boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, self->ex_));
+      auto hex = work.get_executor();
+      // co_spawn delivers the completion on the handler's executor (bound below), so the handler
+      // runs there without another hop.
       boost::asio::co_spawn(
           self->ex_, self->template run_outcome<R>(std::move(fn), d),
           boost::asio::bind_cancellation_slot(
-              slot, [h = std::forward<Handler>(handler), work = std::move(work)](
-                        std::exception_ptr e, outcome<R> o) mutable {
+              slot, boost::asio::bind_executor(hex, [h = std::forward<Handler>(handler),
+                                                     work = std::move(work)](std::exception_ptr e,
+                                                                             outcome<R> o) mutable {
                 const boost::system::error_code ec = detail::error_of(e, status_of(o.result));
                 if (e) o.result = R(to_status(ec));
-                auto ex = work.get_executor();
                 work.reset();
-                boost::asio::dispatch(ex, [h = std::move(h), ec, o = std::move(o)]() mutable {
-                  std::move(h)(ec, std::move(o));
-                });
-              }));
+                std::move(h)(ec, std::move(o));
+              })));
     }
   };
 
