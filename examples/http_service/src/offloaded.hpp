@@ -3,6 +3,9 @@
 // while the loop keeps serving other connections.
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -24,6 +27,16 @@ boost::asio::awaitable<void> run_offloaded(app& a, handler_fn handler, const req
 // Compresses `in` into `out` on the offload executor. Returns false when it could not (queue
 // full, compression error); the caller then sends the body uncompressed.
 boost::asio::awaitable<bool> gzip_offloaded(app& a, std::string_view in, std::string& out);
+
+// Reads up to `size` bytes at `offset` of `fd` on the file executor (pread). Returns the count,
+// 0 at end of file, -1 on an I/O error or when the file executor could not take the task.
+boost::asio::awaitable<long> read_offloaded(app& a, int fd, char* data, std::size_t size,
+                                            off_t offset);
+
+// Writes all `size` bytes to `fd` and adds them to `digest`, on the file executor. Returns false
+// on an I/O error (e.g. disk full) or when the file executor could not take the task.
+boost::asio::awaitable<bool> write_offloaded(app& a, int fd, const char* data, std::size_t size,
+                                             sha256& digest);
 
 // Decides whether `client` may make one more request now; on refusal fills `res` with the 429
 // answer (Retry-After and RateLimit-* headers) and returns false. Lock: the limiter's shard.

@@ -2,6 +2,9 @@
 // and the offload glue (see primitives.hpp and offloaded.hpp).
 #include "primitives.hpp"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <exception>
 
 #include <boost/asio/as_tuple.hpp>
@@ -78,13 +81,25 @@ void cache_samples(sluice::metrics::sample_sink& sink, std::string_view name,
              static_cast<double>(c.size()), labels);
 }
 
+sluice::offload_options file_options(const config& c) {
+  sluice::offload_options o;
+  // Blocking I/O, not CPU: a few threads per loop keep many transfers moving while some wait on
+  // the disk.
+  o.threads = static_cast<std::size_t>(2 * c.threads);
+  // One chunk in flight per transferring connection: room for thousands of transfers.
+  o.queue_capacity = 8192;
+  o.full_policy = sluice::offload_full_policy::reject;
+  return o;
+}
+
 }  // namespace
 
 primitives::primitives(app& a)
     : users(users_cache_options(a.cfg)),
       users_breaker(breaker_options(a.cfg)),
       pages(pages_cache_options(a.cfg)),
-      cpu(offload_options(a.cfg)) {
+      cpu(offload_options(a.cfg)),
+      files(file_options(a.cfg)) {
   if (a.cfg.rate_limit > 0) {
     sluice::keyed_limiter<std::string>::options o;
     o.limits.rate = a.cfg.rate_limit;
@@ -191,6 +206,44 @@ net::awaitable<void> run_offloaded(app& a, handler_fn handler, const request& re
     SPDLOG_LOGGER_ERROR(a.log, "\"msg\":\"handler failed\",\"error\":\"{}\"", e.what());
     res.error(500, "internal error");
   }
+}
+
+net::awaitable<long> read_offloaded(app& a, int fd, char* data, std::size_t size,
+                                    off_t offset) {
+  auto [ep, n] = co_await sluice::asio::offload(
+      a.prims->files,
+      [fd, data, size, offset]() -> long {
+        for (;;) {
+          ssize_t got = ::pread(fd, data, size, offset);
+          if (got < 0 && errno == EINTR) continue;
+          return static_cast<long>(got);
+        }
+      },
+      net::as_tuple(net::use_awaitable));
+  co_return ep ? -1 : n;
+}
+
+net::awaitable<bool> write_offloaded(app& a, int fd, const char* data, std::size_t size,
+                                     sha256& digest) {
+  auto [ep, ok] = co_await sluice::asio::offload(
+      a.prims->files,
+      [fd, data, size, &digest] {
+        const char* p = data;
+        std::size_t left = size;
+        while (left > 0) {
+          ssize_t n = ::write(fd, p, left);
+          if (n < 0) {
+            if (errno == EINTR) continue;
+            return false;
+          }
+          p += n;
+          left -= static_cast<std::size_t>(n);
+        }
+        digest.update(data, size);
+        return true;
+      },
+      net::as_tuple(net::use_awaitable));
+  co_return !ep && ok;
 }
 
 net::awaitable<bool> gzip_offloaded(app& a, std::string_view in, std::string& out) {

@@ -36,6 +36,7 @@ struct primitives {
   sluice::cache<std::int64_t, body_ptr> pages;      // /api/data pages, single-flight loads
   std::unique_ptr<sluice::keyed_limiter<std::string>> limiter;  // null: limiting off
   sluice::offload_executor cpu;                     // /compute, gzip of large bodies
+  sluice::offload_executor files;                   // blocking file reads and writes
 
   sluice::metrics::counter* limit_allowed = nullptr;
   sluice::metrics::counter* limit_limited = nullptr;

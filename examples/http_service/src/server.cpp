@@ -283,19 +283,6 @@ struct temp_file {
   }
 };
 
-bool write_all(int fd, const char* data, std::size_t size) {
-  while (size > 0) {
-    ssize_t n = ::write(fd, data, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += n;
-    size -= static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
 net::awaitable<bool> session::upload(parser_type& p, request& req, response& res) {
   const std::uint64_t limit = app_.cfg.max_upload_bytes;
   std::string_view name;
@@ -332,12 +319,10 @@ net::awaitable<bool> session::upload(parser_type& p, request& req, response& res
       res.error(413, "upload larger than --max-upload-mb");
       co_return false;
     }
-    if (got > 0) {
-      if (!write_all(tmp.fd, chunk(), got)) {
-        res.error(507, "cannot write upload file");
-        co_return false;
-      }
-      digest.update(chunk(), got);
+    // The disk write and the hashing run on the file executor: the loop never blocks on I/O.
+    if (got > 0 && !co_await write_offloaded(app_, tmp.fd, chunk(), got, digest)) {
+      res.error(507, "cannot write upload file");
+      co_return false;
     }
     if (ec) {
       res.error(400, "truncated upload body");
@@ -439,8 +424,8 @@ net::awaitable<bool> session::download(request& req, response& res, bool head_on
   std::uint64_t left = length;
   while (left > 0) {
     std::size_t want = left < kChunk ? static_cast<std::size_t>(left) : kChunk;
-    ssize_t n = ::pread(fd, chunk(), want, static_cast<off_t>(offset));
-    if (n < 0 && errno == EINTR) continue;
+    // The read runs on the file executor: a cold disk never stalls the loop.
+    long n = co_await read_offloaded(app_, fd, chunk(), want, static_cast<off_t>(offset));
     if (n <= 0) co_return false;  // file shrank or I/O error: the response cannot be finished
     arm(app_.cfg.io_timeout);
     auto [ec, w] =
