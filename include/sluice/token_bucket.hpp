@@ -374,6 +374,17 @@ class warming_token_bucket {
     return out;
   }
 
+  // Changes all options (see the overload below for how the stored units carry over).
+  // InvalidArgument and no change when invalid.
+  absl::Status set_limits(const options& opts) {
+    if (auto s = opts.validate(); !s.ok()) return s;
+    detail::mutex_lock lock(mu_);
+    const double fraction = max_stored_ > 0 ? stored_ / max_stored_ : 1.0;
+    apply(opts);
+    stored_ = fraction * max_stored_;
+    return absl::OkStatus();
+  }
+
   // Changes the stable rate (keeping warmup_period and cold_factor) and recomputes the curve;
   // the stored units are scaled to the new maximum. InvalidArgument and no change when invalid.
   absl::Status set_limits(const rate_limit_options& limits) {

@@ -282,3 +282,23 @@ TEST_CASE("gcra_limiter: free-running threads with rate changes stay within the 
   // Never more than the largest burst plus one unit per elapsed millisecond.
   CHECK(admitted.load() <= 10 + static_cast<std::uint64_t>((clock.now() - t0) / 1ms));
 }
+
+TEST_CASE("gcra_limiter: reset and the unshared path decide like the shared one",
+          "[gcra_limiter]") {
+  manual_clock clock;
+  limiter_t shared({.rate = 20, .burst = 4}, clock);
+  limiter_t unshared({.rate = 20, .burst = 4}, clock);
+  for (int i = 0; i < 200; ++i) {
+    if (i % 7 == 0) clock.advance(std::chrono::milliseconds(13 * (i % 5)));
+    const auto n = static_cast<std::uint64_t>(i % 3);
+    const auto a = shared.try_acquire(n, clock.now());
+    const auto b = unshared.try_acquire_unshared(n, clock.now());
+    REQUIRE(a.allowed == b.allowed);
+    REQUIRE(a.remaining == b.remaining);
+    REQUIRE(a.retry_after == b.retry_after);
+    REQUIRE(a.reset_after == b.reset_after);
+  }
+  (void)shared.try_acquire(4);
+  shared.reset();
+  CHECK(shared.available() == 4);
+}

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <sluice/gcra_limiter.hpp>
+#include <sluice/keyed_limiter.hpp>
 #include <sluice/testing/manual_clock.hpp>
 
 #include "alloc_counter.hpp"
@@ -197,4 +198,27 @@ TEST_CASE("token_bucket: concurrent use stays exact", "[token_bucket][stress]") 
   }
   for (auto& w : workers) w.join();
   CHECK(admitted.load() == 100);  // time never moved: the burst exactly
+}
+
+TEST_CASE("token_bucket: reset refills, and both buckets serve as keyed limiters",
+          "[token_bucket]") {
+  manual_clock clock;
+  bucket_t bucket({.rate = 1, .burst = 2}, clock);
+  CHECK(bucket.try_acquire(2).allowed);
+  bucket.reset();
+  CHECK(bucket.available() == 2);
+
+  sluice::keyed_limiter<int, bucket_t> keyed({.limits = {.rate = 1, .burst = 2}, .max_keys = 1,
+                                              .shards = 1},
+                                             clock);
+  CHECK(keyed.try_acquire(1, 2).allowed);
+  CHECK_FALSE(keyed.try_acquire(1).allowed);
+  CHECK(keyed.try_acquire(2).allowed);     // evicts key 1 (cap 1): its slot is reused ...
+  CHECK(keyed.try_acquire(1, 2).allowed);  // ... and key 1 starts full again
+
+  sluice::keyed_limiter<int, warming_t> warm_keyed(
+      {.limits = {.limits = {.rate = 10}, .warmup_period = 1s}}, clock);
+  CHECK(warm_keyed.try_acquire(1).allowed);
+  CHECK_FALSE(warm_keyed.try_acquire(1).allowed);  // cold: the next one waits
+  REQUIRE(warm_keyed.set_override(1, {.limits = {.rate = 100}, .warmup_period = 1s}).ok());
 }
