@@ -329,18 +329,8 @@ class retry {
   }
 
  private:
-  // Sleeps until `t`: through the clock's own sleep_until (manual clocks: simulated and counted)
-  // via detail::sleep_until, else a real sleep for the remaining time. (The real-clock branch is
-  // spelled out here because detail::sleep_until's generic branch does not compile with GCC 12:
-  // `typename Clock::duration::zero()`.)
-  void sleep_until(typename Clock::time_point t) {
-    if constexpr (requires { clock_.sleep_until(t); }) {
-      detail::sleep_until(clock_, t);
-    } else {
-      const auto remaining = t - clock_.now();
-      if (remaining > Clock::duration::zero()) std::this_thread::sleep_for(remaining);
-    }
-  }
+  // Sleeps until `t` through the clock (manual clocks: simulated and counted).
+  void sleep_until(typename Clock::time_point t) { detail::sleep_until(clock_, t); }
 
   static no_retry_budget& shared_no_budget() noexcept {
     static no_retry_budget none;

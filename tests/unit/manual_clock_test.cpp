@@ -87,3 +87,14 @@ TEST_CASE("coarse_clock is monotonic", "[clock]") {
   CHECK(b >= a);
   STATIC_REQUIRE(sluice::coarse_clock::is_steady);
 }
+
+TEST_CASE("detail::sleep_until on a real clock returns at once for a past time", "[clock]") {
+  std::chrono::steady_clock steady;
+  const auto before = steady.now();
+  sluice::detail::sleep_until(steady, before - 1s);
+  CHECK(steady.now() >= before);
+  sluice::coarse_clock coarse;
+  const auto coarse_before = coarse.now();
+  sluice::detail::sleep_until(coarse, coarse_before);
+  CHECK(coarse.now() >= coarse_before);
+}

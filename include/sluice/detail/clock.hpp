@@ -33,7 +33,7 @@ void sleep_until(Clock& clock, typename Clock::time_point t) {
     clock.sleep_until(t);
   } else {
     const auto remaining = t - clock.now();
-    if (remaining > typename Clock::duration::zero()) std::this_thread::sleep_for(remaining);
+    if (remaining > Clock::duration::zero()) std::this_thread::sleep_for(remaining);
   }
 }
 
