@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <optional>
 #include <string>
 #include <thread>
@@ -17,6 +18,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 
 #include "redis_support.hpp"
 #include "sluice/redis/commands.hpp"
@@ -497,4 +499,68 @@ TEST_CASE("redis_connection: subscriber receives published messages", "[redis_co
     }
     CHECK(ec == net::error::operation_aborted);
   });
+}
+
+TEST_CASE("redis_connection: subscriber resubscribes after the server restarts",
+          "[redis_connection]") {
+  sluice_test::redis_server server;
+  net::io_context io;
+  run_bounded(io, [&]() -> awaitable<void> {
+    redis::subscriber sub(io, {.connect_timeout = 500ms});
+    co_await sub.async_connect(server.endpoint(), use_awaitable);
+    co_await sub.async_subscribe("events", use_awaitable);
+
+    // A receive outstanding when the server dies completes with the error.
+    error_code receive_ec;
+    bool received = false;
+    sub.async_receive([&](error_code ec, redis::message) {
+      receive_ec = ec;
+      received = true;
+    });
+    net::steady_timer t(io, 20ms);
+    co_await t.async_wait(use_awaitable);
+    server.kill();
+    while (!received) {
+      t.expires_after(5ms);
+      co_await t.async_wait(use_awaitable);
+    }
+    CHECK(receive_ec);
+    CHECK(redis::classify(receive_ec, redis::reply()) == redis::outcome::failure);
+
+    server.restart();
+    error_code ec_up;
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      std::tie(ec_up) = co_await sub.async_connect(server.endpoint(), tuple);
+      if (!ec_up) break;
+      t.expires_after(50ms);
+      co_await t.async_wait(use_awaitable);
+    }
+    REQUIRE_FALSE(ec_up);
+    // The connect subscribed to "events" again: a publish reaches it without a new SUBSCRIBE.
+    redis::connection pub(io);
+    co_await connect_or_throw(pub, server.endpoint());
+    redis::reply n = co_await redis::async_publish(pub, "events", "after restart", use_awaitable);
+    CHECK(n.as_integer() == 1);
+    redis::message m = co_await sub.async_receive(use_awaitable);
+    CHECK(m.channel == "events");
+    CHECK(m.payload == "after restart");
+  });
+}
+
+TEST_CASE("redis_connection: use_future and deferred tokens", "[redis_connection]") {
+  net::io_context io;
+  redis::connection conn(io);
+  std::future<void> connected = conn.async_connect(sluice_test::shared_endpoint(), net::use_future);
+  std::thread runner([&] { io.run_for(5s); });
+  REQUIRE(connected.wait_for(5s) == std::future_status::ready);
+  connected.get();
+  std::future<redis::reply> pong = redis::async_ping(conn, net::use_future);
+  REQUIRE(pong.wait_for(5s) == std::future_status::ready);
+  CHECK(pong.get().is_status("PONG"));
+  auto op = redis::async_ping(conn, net::deferred);
+  std::future<redis::reply> later = std::move(op)(net::use_future);
+  REQUIRE(later.wait_for(5s) == std::future_status::ready);
+  CHECK(later.get().is_status("PONG"));
+  conn.close();
+  runner.join();
 }

@@ -9,8 +9,8 @@
 // Lifecycle: construct on an executor, `async_connect` (resolve, TCP connect, AUTH, SELECT, all
 // under `connect_timeout`), then `async_exec` as much as needed. When the connection breaks
 // (server gone, protocol error) every pending command completes with the error and the
-// connection goes back to disconnected; `async_connect` again reconnects it (sluice's Redis pool
-// does that, paced). Commands issued while disconnected or connecting complete at once with
+// connection goes back to disconnected; `async_connect` again reconnects it (pace the attempts,
+// e.g. with sluice::retry's backoff, when the server is down). Commands issued while disconnected or connecting complete at once with
 // `sluice::asio::error::unavailable`: they are never silently queued for a server that may not
 // come back.
 //
@@ -20,8 +20,9 @@
 // `bind_cancellation_slot` use it). A command that times out or is cancelled completes at once
 // (`sluice::asio::error::deadline_exceeded`, `boost::asio::error::operation_aborted`), but its
 // bytes may already be on the wire: its reply is still read and dropped, so the replies of later
-// commands stay matched. The connection itself is not failed by a timeout; a server that stalls
-// for good is detected by the pool's PING health check.
+// commands stay matched. The connection itself is not failed by a timeout; to detect a server
+// that stalls for good, PING it periodically with a short timeout and `close()` + reconnect when
+// the PING times out.
 //
 // Completion: `void(boost::system::error_code, sluice::redis::reply)` for commands,
 // `void(boost::system::error_code)` for connect; any completion token (callbacks,
@@ -42,7 +43,8 @@
 // Time: deadlines use std::chrono::steady_clock through an Asio timer (real time: they are I/O
 // deadlines).
 // Memory: there is no backpressure; a caller that issues commands faster than the server
-// answers grows the write buffer. Bound the number of commands in flight (a semaphore, the pool).
+// answers grows the write buffer. Bound the number of commands in flight (e.g. a
+// sluice::concurrency_limiter or a bulkhead in front of the connection).
 //
 // Example:
 //   sluice::redis::connection conn(io.get_executor());
