@@ -19,6 +19,9 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:8080",
           "HOST:PORT to serve on ([v6addr]:PORT for IPv6; port 0 picks a free port, see "
           "--port-file)");
 ABSL_FLAG(int32_t, threads, 0, "event-loop threads, each with its own acceptor (0: one per core)");
+ABSL_FLAG(int32_t, max_connections, 10000,
+          "client connections one process holds open at most; more are answered 503 with "
+          "Retry-After (overload shedding) and closed");
 ABSL_FLAG(int32_t, processes, 1,
           "supervisor mode when > 1: N worker processes share the port, a crashed worker is "
           "restarted with backoff, SIGHUP restarts them one by one");
@@ -217,6 +220,7 @@ config load_config(int argc, char** argv) {
   if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   c.threads = threads;
   c.processes = in_range(FLAGS_processes, "processes", 1, 64);
+  c.max_connections = in_range(FLAGS_max_connections, "max-connections", 1, 10'000'000);
   c.max_rss_bytes = static_cast<std::uint64_t>(
                         in_range(FLAGS_max_rss_mb, "max-rss-mb", int64_t{0}, int64_t{1} << 20))
                     << 20;

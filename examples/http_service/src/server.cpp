@@ -112,6 +112,10 @@ struct session {
   session* next_ = nullptr;
 };
 
+// Connections open in the whole process, against --max-connections. Relaxed: a counter that
+// publishes nothing; an admission decision may be off by the few connections in flight.
+std::atomic<int> g_connections{0};
+
 struct loop {
   net::io_context ioc{1};
   std::optional<tcp::acceptor> acceptor;
@@ -159,10 +163,12 @@ session::session(loop& l, app& a, tcp::socket socket)
   if (next_ != nullptr) next_->prev_ = this;
   loop_.sessions = this;
   app_.metrics->connection_opened();
+  g_connections.fetch_add(1, std::memory_order_relaxed);
 }
 
 session::~session() {
   app_.metrics->connection_closed();
+  g_connections.fetch_sub(1, std::memory_order_relaxed);
   if (prev_ != nullptr) prev_->next_ = next_;
   if (next_ != nullptr) next_->prev_ = prev_;
   if (loop_.sessions == this) loop_.sessions = next_;
@@ -608,6 +614,31 @@ net::awaitable<void> loop::sweep() {
   }
 }
 
+// Answers a connection over --max-connections with 503 and closes it (bounded by a short timer:
+// a client that does not read its answer cannot hold the socket).
+net::awaitable<void> refuse(app* a, tcp::socket socket) {
+  std::array<char, 32> id_buf;
+  std::string_view id = pick_request_id({}, id_buf);
+  static constexpr std::string_view body = "{\"error\":\"overloaded\"}";
+  std::string head = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     "Retry-After: 1\r\nConnection: close\r\nX-Request-Id: ";
+  head.append(id.data(), id.size());
+  head += "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+  head += body;
+  net::steady_timer guard(socket.get_executor(), std::chrono::seconds(1));
+  guard.async_wait([&socket](beast::error_code ec) {
+    if (!ec) {
+      beast::error_code ignored;
+      socket.close(ignored);
+    }
+  });
+  co_await net::async_write(socket, net::buffer(head), tok);
+  guard.cancel();
+  beast::error_code ec;
+  socket.shutdown(tcp::socket::shutdown_send, ec);
+  a->metrics->observe("overload", method::other, 503, 0.0);
+}
+
 // Owns one connection for its lifetime (parameters live in the coroutine frame).
 net::awaitable<void> run_session(loop* l, app* a, tcp::socket socket) {
   session conn(*l, *a, std::move(socket));
@@ -627,6 +658,12 @@ net::awaitable<void> loop::accept(app& a) {
     }
     beast::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
+    if (a.cfg.max_connections > 0 &&
+        g_connections.load(std::memory_order_relaxed) >= a.cfg.max_connections) {
+      // Overload: answer 503 + Retry-After at once rather than queue without bound.
+      net::co_spawn(ioc, refuse(&a, std::move(socket)), net::detached);
+      continue;
+    }
     net::co_spawn(ioc, run_session(this, &a, std::move(socket)), net::detached);
   }
 }

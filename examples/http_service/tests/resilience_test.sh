@@ -3,7 +3,7 @@
 # (X-Cache HIT/MISS/STALE), the circuit breaker around the store (503 + Retry-After when nothing
 # is cached, open after repeated failures, recovery), the /api/data cache, per-client rate
 # limiting (429 + RateLimit-* + Retry-After), and /compute on the offload executor (503 +
-# Retry-After when its queue is full).
+# Retry-After when its queue is full), and connection overload shedding (--max-connections).
 source "$(dirname "$0")/lib.sh"
 
 FAULT="$WORK/store-down"
@@ -118,6 +118,26 @@ check "refilled after a second" "$(status "$BASE/hello")" "200"
 check_match "limiter decisions counted" "$(cat "$WORK/m")" 'rate_limit_decisions_total\{decision="limited"\} [1-9]'
 if out="$(promtool check metrics <"$WORK/m" 2>&1)"; then pass "promtool check metrics (all primitives)"
 else fail "promtool: $out"; fi
+stop_server TERM
+check "exit status" "$EXIT_CODE" "0"
+
+# ---- overload: connections beyond --max-connections get 503 + Retry-After at once -------------
+start_server --max-connections 2
+exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+exec 6<>"/dev/tcp/127.0.0.1/$PORT"
+sleep 0.2
+"${CURL[@]}" -D "$WORK/h" -o "$WORK/b" "$BASE/hello"
+check "over --max-connections: 503" "$(head -1 "$WORK/h" | tr -d '\r')" "HTTP/1.1 503 Service Unavailable"
+check "overload Retry-After" "$(header Retry-After "$WORK/h")" "1"
+check_match "overload X-Request-Id" "$(header X-Request-Id "$WORK/h")" '^[0-9a-f]{32}$'
+check "overload body" "$(cat "$WORK/b")" '{"error":"overloaded"}'
+exec 5>&- 6>&-
+back=""
+for _ in $(seq 1 40); do
+  if [ "$(status "$BASE/hello")" = 200 ]; then back=yes; break; fi
+  sleep 0.05
+done
+check "served again once connections close" "$back" "yes"
 stop_server TERM
 check "exit status" "$EXIT_CODE" "0"
 
