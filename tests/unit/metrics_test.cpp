@@ -1,11 +1,9 @@
-#include <sluice/metrics.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <latch>
+#include <limits>
 #include <random>
 #include <set>
 #include <string>
@@ -13,6 +11,7 @@
 #include <vector>
 
 #include <sluice/detail/metrics_cells.hpp>
+#include <sluice/metrics.hpp>
 
 #include "alloc_counter.hpp"
 #include "catch.hpp"
@@ -127,18 +126,22 @@ TEST_CASE("metrics: threads alive together write rows no other thread writes", "
 }
 
 TEST_CASE("metrics: a thread's slot goes back to the pool when it exits", "[metrics]") {
+  // This thread claims its own slot first (ctest runs each test case in a fresh process).
+  const std::uint32_t mine = sluice::detail::current_metrics_slot();
   std::uint32_t first = 0;
   std::uint32_t second = 0;
   std::thread([&first] { first = sluice::detail::current_metrics_slot(); }).join();
   std::thread([&second] { second = sluice::detail::current_metrics_slot(); }).join();
   CHECK(first < sluice::detail::max_metrics_slots);
   CHECK(first == second);
-  CHECK(sluice::detail::current_metrics_slot() != first);  // this thread holds its own
+  CHECK(sluice::detail::current_metrics_slot() == mine);  // this thread keeps its own
+  CHECK(mine != first);
 }
 
 TEST_CASE("metrics: threads past the 64 slots share rows and stay exact", "[metrics]") {
   constexpr int n = 72;
   constexpr int per_thread = 1000;
+  (void)sluice::detail::current_metrics_slot();  // the main thread holds a slot too
   m::counter c(64);
   m::histogram h(std::vector<double>{10, 100}, 64);
   std::atomic<int> shared{0};
@@ -235,11 +238,11 @@ TEST_CASE("metrics: latency buckets are contiguous with bounded relative width",
     next = upper + 1;
   }
   // The default options keep 592 buckets.
-  if (bits == 4) CHECK(m::latency_histogram(m::latency_histogram::options{.stripes = 1}).bucket_count() == 592);
+  if (bits == 4)
+    CHECK(m::latency_histogram(m::latency_histogram::options{.stripes = 1}).bucket_count() == 592);
 }
 
-TEST_CASE("metrics: latency percentiles are within the precision of the exact ones",
-          "[metrics]") {
+TEST_CASE("metrics: latency percentiles are within the precision of the exact ones", "[metrics]") {
   m::latency_histogram h({.precision_bits = 4, .stripes = 2});
   CHECK(std::isnan(h.read().quantile(0.5)));
   std::mt19937_64 rng(7);
@@ -267,8 +270,7 @@ TEST_CASE("metrics: latency percentiles are within the precision of the exact on
   }
 }
 
-TEST_CASE("metrics: latency values past max share the top bucket, sums stay exact",
-          "[metrics]") {
+TEST_CASE("metrics: latency values past max share the top bucket, sums stay exact", "[metrics]") {
   m::latency_histogram h({.precision_bits = 2, .max = std::chrono::microseconds(1), .stripes = 1});
   h.observe(std::chrono::seconds(3));
   h.observe(std::chrono::nanoseconds(-5));  // counts as 0
@@ -277,9 +279,8 @@ TEST_CASE("metrics: latency values past max share the top bucket, sums stay exac
   CHECK(s.counts.front() == 1);
   CHECK(s.counts.back() == 1);
   CHECK(s.sum_ns == 3'000'000'000u);
-  CHECK(s.quantile(1.0) == static_cast<double>(
-                               m::latency_histogram::bucket_upper_ns(2, s.counts.size() - 1)) *
-                               1e-9);
+  CHECK(s.quantile(1.0) ==
+        static_cast<double>(m::latency_histogram::bucket_upper_ns(2, s.counts.size() - 1)) * 1e-9);
   CHECK(m::latency_histogram::validate({.precision_bits = 0}).code() ==
         absl::StatusCode::kInvalidArgument);
   CHECK(m::latency_histogram::validate({.precision_bits = 11}).code() ==
@@ -407,16 +408,15 @@ TEST_CASE("metrics: counts stay exact under concurrent updates and scrapes", "[m
   CHECK(hs.count == total);
   // i % 2000 over 20000 iterations: 10 rounds of 0..1999 per thread.
   const auto rounds = static_cast<std::uint64_t>(threads) * (per_thread / 2000);
-  CHECK(hs.counts == std::vector<std::uint64_t>{11 * rounds, 90 * rounds, 900 * rounds,
-                                                999 * rounds});
+  CHECK(hs.counts ==
+        std::vector<std::uint64_t>{11 * rounds, 90 * rounds, 900 * rounds, 999 * rounds});
   CHECK(hs.sum == static_cast<double>(rounds) * (1999.0 * 2000.0 / 2));
   const auto ls = (*l)->read();
   CHECK(ls.count == total);
   CHECK(ls.sum_ns == static_cast<std::uint64_t>(threads) * (per_thread - 1) * per_thread / 2);
   std::uint64_t by_thread = 0;
-  (*fam)->for_each([&](const std::vector<std::string>&, const m::counter& x) {
-    by_thread += x.value();
-  });
+  (*fam)->for_each(
+      [&](const std::vector<std::string>&, const m::counter& x) { by_thread += x.value(); });
   CHECK(by_thread == 2 * total);
   CHECK((*fam)->size() == static_cast<std::size_t>(std::min(threads, 3)));
   CHECK((*g)->value() == static_cast<double>(total));
@@ -474,10 +474,10 @@ TEST_CASE("metrics: bad, duplicate and clashing collected samples are dropped", 
   std::size_t dropped = 0;
   auto reg = r.add_collector([&dropped](m::sample_sink& sink) {
     sink.gauge("ok", "fine", 1, {{"a", "x"}});
-    sink.gauge("ok", "fine", 2, {{"a", "x"}});      // duplicate series
-    sink.counter("ok", "fine", 3, {{"a", "y"}});    // other type, same name
-    sink.gauge("bad-name", "x", 1);                 // invalid name
-    sink.gauge("ok2", "x", 1, {{"__a", "v"}});      // reserved label name
+    sink.gauge("ok", "fine", 2, {{"a", "x"}});            // duplicate series
+    sink.counter("ok", "fine", 3, {{"a", "y"}});          // other type, same name
+    sink.gauge("bad-name", "x", 1);                       // invalid name
+    sink.gauge("ok2", "x", 1, {{"__a", "v"}});            // reserved label name
     sink.gauge("ok3", "x", 1, {{"a", "1"}, {"a", "2"}});  // repeated label
     const std::vector<m::sample_sink::label> labels{{"a", "z"}};
     sink.gauge("ok", "fine", 4, labels);
