@@ -20,9 +20,12 @@
 //                 offload_shutdown::cancel) when it is dropped instead.
 //
 // Design for throughput: one mutex-protected ring per priority; a worker takes a batch of tasks
-// per lock acquisition (up to its fair share of the queue, at most 32), spins briefly before it
-// sleeps, and is woken individually (a submitter wakes one sleeping worker, never all). Callables
-// up to 48 bytes are stored inline: submitting a small lambda does not allocate.
+// per lock acquisition (up to its fair share of the queue, at most 32). A worker that runs out of
+// work first "searches" (spins on a flag written only when the queue turns non-empty, with pause
+// instructions and an occasional yield) before it sleeps; while a worker searches, submitters
+// wake nobody, so a steady stream of tasks costs no futex call per task. Sleeping workers are
+// woken one at a time, never all. Callables up to 48 bytes are stored inline: submitting a small
+// lambda does not allocate.
 //
 // Thread safety: all member functions may be called concurrently, except that `shutdown` must not
 //   be called from a worker thread (it joins them).
@@ -281,7 +284,7 @@ class basic_offload_executor {
         for (auto& r : rings_) {
           while (r.size > 0) dropped.push_back(std::move(r.pop().task));
         }
-        depth_.store(0, std::memory_order_relaxed);
+        nonempty_.store(false, std::memory_order_relaxed);
       }
       for (auto& w : workers_) w->signaled = true;
       idle_.clear();
@@ -305,7 +308,10 @@ class basic_offload_executor {
   [[nodiscard]] offload_stats stats() const {
     offload_stats s;
     s.threads = workers_.size();
-    s.queue_depth = depth_.load(std::memory_order_relaxed);
+    {
+      detail::mutex_lock lock(mu_);
+      s.queue_depth = depth_locked();
+    }
     s.active = active_.load(std::memory_order_relaxed);
     s.submitted = submitted_.load(std::memory_order_relaxed);
     for (const auto& w : workers_) s.completed += w->completed.load(std::memory_order_relaxed);
@@ -362,7 +368,25 @@ class basic_offload_executor {
   };
 
   static constexpr std::size_t max_batch = 32;
-  static constexpr int spin_rounds = 64;
+  static constexpr int spin_rounds = 2048;
+  // Once a searcher sees work it waits this many more rounds (about a microsecond) so that a
+  // batch can form instead of one task per lock round trip.
+  static constexpr int batch_rounds = 16;
+
+  // Waits a moment in a spin loop: a pause instruction (cheap, and it leaves the core's other
+  // hyperthread its resources), with a yield to the scheduler every 64 rounds so a spinning worker
+  // never starves a thread that shares its core.
+  static void cpu_relax(int round) noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    if ((round & 63) != 63) {
+      __builtin_ia32_pause();
+      return;
+    }
+#else
+    (void)round;
+#endif
+    std::this_thread::yield();
+  }
 
   static offload_options normalize(offload_options o) {
     if (o.threads == 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
@@ -413,9 +437,13 @@ class basic_offload_executor {
         e.enqueued = clock_.now();
       }
       rings_[static_cast<std::size_t>(opts.priority)].push(std::move(e));
-      // Relaxed: a statistic and a spin hint; the queue itself is guarded by mu_.
-      depth_.store(depth_locked(), std::memory_order_relaxed);
-      if (!idle_.empty()) {
+      // Written on the empty -> non-empty transition only: searchers poll this line, and a store
+      // per task would bounce it between the submitter and every searching worker.
+      if (!nonempty_.load(std::memory_order_relaxed)) {
+        nonempty_.store(true, std::memory_order_relaxed);
+      }
+      // A searching worker will find the task; otherwise wake a sleeping one.
+      if (searching_ == 0 && !idle_.empty()) {
         wake = idle_.back();
         idle_.pop_back();
         wake->signaled = true;
@@ -433,43 +461,58 @@ class basic_offload_executor {
   void run(worker& self) {
     std::array<entry, max_batch> batch;
     std::size_t n = 0;
+    bool wake_submitters = false;
+    detail::mutex_lock lock(mu_);
     for (;;) {
-      // Spin briefly (yielding the core) before sleeping: with tiny tasks the next one usually
-      // arrives within microseconds, and a futex sleep + wake costs more than that.
-      for (int i = 0; i < spin_rounds && depth_.load(std::memory_order_relaxed) == 0; ++i) {
-        std::this_thread::yield();
+      if (n > 0) active_.fetch_sub(1, std::memory_order_relaxed);
+      if (depth_locked() == 0 && !stopping_) {
+        // Search before sleeping: while a worker searches, submitters wake nobody (no futex
+        // call per task); the searcher spins, yielding the core, until work shows up. With tiny
+        // tasks the next one usually arrives within microseconds, far less than a sleep + wake.
+        ++searching_;
+        mu_.unlock();
+        // Once work shows up, give it a few more rounds to grow into a batch: taking tasks one
+        // lock round-trip each is what makes a nearly empty queue slow.
+        for (int i = 0, extra = 0; i < spin_rounds; ++i) {
+          if (nonempty_.load(std::memory_order_relaxed) && ++extra > batch_rounds) break;
+          cpu_relax(i);
+        }
+        mu_.lock();
+        --searching_;
       }
-      bool wake_submitters = false;
-      {
-        detail::mutex_lock lock(mu_);
-        if (n > 0) active_.fetch_sub(1, std::memory_order_relaxed);
-        while (depth_locked() == 0) {
-          if (stopping_) return;
-          self.signaled = false;
-          idle_.push_back(&self);
-          while (!self.signaled) self.cv.wait(mu_);
-        }
-        // A fair share of the queue, so that other workers get some too.
-        const std::size_t depth = depth_locked();
-        const std::size_t share = std::clamp<std::size_t>(depth / workers_.size(), 1, max_batch);
-        n = 0;
-        for (auto& r : rings_) {
-          while (n < share && r.size > 0) batch[n++] = r.pop();
-        }
-        depth_.store(depth_locked(), std::memory_order_relaxed);
-        active_.fetch_add(1, std::memory_order_relaxed);
-        wake_submitters = space_waiters_ > 0 && depth_locked() <= capacity_ / 2;
-        // More work than this batch and a sleeping colleague: wake it too.
-        if (depth_locked() > 0 && !idle_.empty()) {
-          worker* w = idle_.back();
-          idle_.pop_back();
-          w->signaled = true;
-          w->cv.notify_one();
-        }
+      while (depth_locked() == 0) {
+        if (stopping_) return;
+        // Decided under mu_: a submitter that pushes after this sees us in idle_ and no
+        // searcher, so it wakes us; one that pushed before, we have seen above.
+        self.signaled = false;
+        idle_.push_back(&self);
+        while (!self.signaled) self.cv.wait(mu_);
       }
+      // A fair share of the queue, so that other workers get some too.
+      const std::size_t share =
+          std::clamp<std::size_t>(depth_locked() / workers_.size(), 1, max_batch);
+      n = 0;
+      for (auto& r : rings_) {
+        while (n < share && r.size > 0) batch[n++] = r.pop();
+      }
+      if (depth_locked() == 0) nonempty_.store(false, std::memory_order_relaxed);
+      active_.fetch_add(1, std::memory_order_relaxed);
+      wake_submitters = space_waiters_ > 0 && depth_locked() <= capacity_ / 2;
+      // More work than this batch, nobody searching and a sleeping colleague: wake it too.
+      if (depth_locked() > 0 && searching_ == 0 && !idle_.empty()) wake_one_locked();
+      mu_.unlock();
       if (wake_submitters) space_cv_.notify_all();
       execute_batch(self, batch.data(), n);
+      mu_.lock();
     }
+  }
+
+  // Wakes the most recently idle worker (its cache is warmest).
+  void wake_one_locked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    worker* w = idle_.back();
+    idle_.pop_back();
+    w->signaled = true;
+    w->cv.notify_one();
   }
 
   void execute_batch(worker& self, entry* batch, std::size_t n) {
@@ -498,9 +541,10 @@ class basic_offload_executor {
   const std::size_t capacity_;
   const std::uint64_t sample_mask_;
 
-  // Relaxed statistics (and the spin hint `depth_`).
-  std::atomic<std::size_t> depth_{0};
-  std::atomic<std::size_t> active_{0};
+  // Whether the queue has tasks: a hint for searching workers (relaxed: they confirm under mu_).
+  alignas(detail::cache_line_size) std::atomic<bool> nonempty_{false};
+  // Relaxed statistics.
+  alignas(detail::cache_line_size) std::atomic<std::size_t> active_{0};
   std::atomic<std::uint64_t> submitted_{0}, failed_{0}, rejected_{0}, expired_{0}, cancelled_{0};
   detail::offload_histogram wait_hist_;
 
@@ -509,6 +553,7 @@ class basic_offload_executor {
   std::array<ring, 3> rings_ ABSL_GUARDED_BY(mu_);
   std::vector<worker*> idle_ ABSL_GUARDED_BY(mu_);
   std::size_t space_waiters_ ABSL_GUARDED_BY(mu_) = 0;
+  std::size_t searching_ ABSL_GUARDED_BY(mu_) = 0;  // workers spinning for work
   std::uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
