@@ -42,8 +42,8 @@
 // clock once: ~9 ns with coarse_clock, ~24 ns with steady_clock. Nothing on these paths allocates.
 //
 // Thread safety: all member functions may be called concurrently. Permits may be completed on any
-//                thread. The breaker must outlive its permits. A breaker is movable (its state lives
-//                on the heap) but must not be moved while in use.
+//                thread. The breaker must outlive its permits. A breaker is movable (its state
+//                lives on the heap) but must not be moved while in use.
 // Time: read from the injected clock (default std::chrono::steady_clock).
 // Errors: rejections are returned, never thrown: `try_acquire` gives a `breaker_rejection` with the
 //         state and the remaining open time; `execute` returns Unavailable with an empty message
@@ -86,6 +86,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/detail/breaker_stripe.hpp"
 #include "sluice/detail/cache_line.hpp"
 #include "sluice/detail/mutex.hpp"
@@ -109,11 +110,16 @@ inline constexpr std::size_t breaker_state_count = 5;
 // Returns the state's name ("closed", "open", "half_open", "forced_open", "disabled").
 constexpr const char* to_string(breaker_state s) noexcept {
   switch (s) {
-    case breaker_state::closed: return "closed";
-    case breaker_state::open: return "open";
-    case breaker_state::half_open: return "half_open";
-    case breaker_state::forced_open: return "forced_open";
-    case breaker_state::disabled: return "disabled";
+    case breaker_state::closed:
+      return "closed";
+    case breaker_state::open:
+      return "open";
+    case breaker_state::half_open:
+      return "half_open";
+    case breaker_state::forced_open:
+      return "forced_open";
+    case breaker_state::disabled:
+      return "disabled";
   }
   return "unknown";
 }
@@ -124,16 +130,20 @@ constexpr const char* to_string(breaker_state s) noexcept {
 // NotFound, PermissionDenied, ...) is an answer the dependency gave correctly, so a success.
 inline call_outcome default_status_classifier(const absl::Status& status) noexcept {
   switch (status.code()) {
-    case absl::StatusCode::kOk: return call_outcome::success;
-    case absl::StatusCode::kCancelled: return call_outcome::ignored;
+    case absl::StatusCode::kOk:
+      return call_outcome::success;
+    case absl::StatusCode::kCancelled:
+      return call_outcome::ignored;
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kDeadlineExceeded:
     case absl::StatusCode::kInternal:
     case absl::StatusCode::kUnknown:
     case absl::StatusCode::kResourceExhausted:
     case absl::StatusCode::kDataLoss:
-    case absl::StatusCode::kAborted: return call_outcome::failure;
-    default: return call_outcome::success;
+    case absl::StatusCode::kAborted:
+      return call_outcome::failure;
+    default:
+      return call_outcome::success;
   }
 }
 
@@ -247,8 +257,8 @@ struct breaker_rejection {
     if (state == breaker_state::closed) msg += ": shed by slow start";
     if (retry_after.count() > 0) {
       msg += "; retry after ";
-      msg += std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(retry_after)
-                                .count());
+      msg += std::to_string(
+          std::chrono::duration_cast<std::chrono::milliseconds>(retry_after).count());
       msg += " ms";
     }
     return absl::UnavailableError(msg);
@@ -483,7 +493,7 @@ class circuit_breaker {
 
   // Creates a closed breaker, or returns InvalidArgument if `opts` are invalid.
   [[nodiscard]] static absl::StatusOr<circuit_breaker> create(circuit_breaker_options opts,
-                                                Clock clock = Clock()) {
+                                                              Clock clock = Clock()) {
     if (absl::Status st = validate(opts); !st.ok()) return st;
     return circuit_breaker(std::move(opts), clock, valid_tag{});
   }
@@ -511,8 +521,7 @@ class circuit_breaker {
             return acquire_result(breaker_rejection{breaker_state::closed, {}});
           }
           const time_point start = c.slow_on ? c.clock.now() : time_point{};
-          return acquire_result(
-              permit(&c, detail::breaker_gen_of(w), start, permit::kind::closed));
+          return acquire_result(permit(&c, detail::breaker_gen_of(w), start, permit::kind::closed));
         }
         case breaker_state::disabled:
           return acquire_result(
@@ -789,9 +798,7 @@ class circuit_breaker {
       return counters[detail::stripe_hint() & stripe_mask].value;
     }
 
-    void count_rejection() noexcept {
-      detail::striped_add(my_counters().rejected);
-    }
+    void count_rejection() noexcept { detail::striped_add(my_counters().rejected); }
 
     call_outcome classify(const absl::Status& st) const noexcept {
       if (st.ok()) return call_outcome::success;
@@ -828,8 +835,8 @@ class circuit_breaker {
       }
       const double progress =
           elapsed <= 0 ? 0.0 : static_cast<double>(elapsed) / static_cast<double>(total);
-      const double fraction = opts.slow_start_initial_fraction +
-                              (1.0 - opts.slow_start_initial_fraction) * progress;
+      const double fraction =
+          opts.slow_start_initial_fraction + (1.0 - opts.slow_start_initial_fraction) * progress;
       return detail::random_unit() < fraction;
     }
 
@@ -848,9 +855,15 @@ class circuit_breaker {
       }
       // Monotonic statistics on the thread's stripe (relaxed, see striped_add).
       switch (outcome) {
-        case call_outcome::success: detail::striped_add(ctr.success); break;
-        case call_outcome::failure: detail::striped_add(ctr.failure); break;
-        case call_outcome::ignored: detail::striped_add(ctr.ignored); break;
+        case call_outcome::success:
+          detail::striped_add(ctr.success);
+          break;
+        case call_outcome::failure:
+          detail::striped_add(ctr.failure);
+          break;
+        case call_outcome::ignored:
+          detail::striped_add(ctr.ignored);
+          break;
       }
       if (slow) detail::striped_add(ctr.slow);
       if (k == permit::kind::disabled) return;
@@ -882,7 +895,8 @@ class circuit_breaker {
       if (s.calls < min_calls || !exceeds(s)) return;
       detail::mutex_lock lock(mu);
       const std::uint64_t w = word.load(std::memory_order_relaxed);
-      if (detail::breaker_gen_of(w) != gen || detail::breaker_state_of(w) != breaker_state::closed) {
+      if (detail::breaker_gen_of(w) != gen ||
+          detail::breaker_state_of(w) != breaker_state::closed) {
         return;  // someone else already moved it
       }
       to_open(breaker_state::closed, clock.now(), s);
@@ -911,9 +925,9 @@ class circuit_breaker {
       s.failure_rate = static_cast<double>(probe_failures) / static_cast<double>(probe_results);
       s.slow_call_rate = static_cast<double>(probe_slow) / static_cast<double>(probe_results);
       // Judged against all N probes, so the decision can be taken as soon as it is certain.
-      const bool failed = static_cast<double>(probe_failures) >= opts.failure_rate_threshold * n ||
-                          (slow_on && static_cast<double>(probe_slow) >=
-                                          opts.slow_call_rate_threshold * n);
+      const bool failed =
+          static_cast<double>(probe_failures) >= opts.failure_rate_threshold * n ||
+          (slow_on && static_cast<double>(probe_slow) >= opts.slow_call_rate_threshold * n);
       if (failed) {
         to_open(breaker_state::half_open, clock.now(), s);
       } else if (probe_results >= opts.half_open_probes) {
@@ -944,8 +958,7 @@ class circuit_breaker {
             count_rejection();
             return acquire_result(breaker_rejection{
                 breaker_state::open,
-                std::chrono::nanoseconds(open_until_ns.load(std::memory_order_relaxed) -
-                                         now_ns)});
+                std::chrono::nanoseconds(open_until_ns.load(std::memory_order_relaxed) - now_ns)});
           }
           break;
         default:

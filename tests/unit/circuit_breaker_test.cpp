@@ -1,5 +1,3 @@
-#include <sluice/circuit_breaker.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -9,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <sluice/circuit_breaker.hpp>
 #include <sluice/clock.hpp>
 #include <sluice/health_recorder.hpp>
 #include <sluice/testing/manual_clock.hpp>
@@ -80,8 +79,7 @@ TEST_CASE("circuit_breaker: invalid options are rejected", "[circuit_breaker]") 
   auto bad = [](auto mutate) {
     circuit_breaker_options o = test_options();
     mutate(o);
-    return breaker::create(o, manual_clock()).status().code() ==
-           absl::StatusCode::kInvalidArgument;
+    return breaker::create(o, manual_clock()).status().code() == absl::StatusCode::kInvalidArgument;
   };
   CHECK(bad([](auto& o) { o.failure_rate_threshold = 0.0; }));
   CHECK(bad([](auto& o) { o.failure_rate_threshold = 1.5; }));
@@ -200,7 +198,8 @@ TEST_CASE("circuit_breaker: a failing probe re-opens for longer", "[circuit_brea
   CHECK(r.rejection().retry_after == 20s);
 }
 
-TEST_CASE("circuit_breaker: a dropped or ignored probe permit frees its slot", "[circuit_breaker]") {
+TEST_CASE("circuit_breaker: a dropped or ignored probe permit frees its slot",
+          "[circuit_breaker]") {
   manual_clock clock;
   breaker b(test_options(), clock);
   trip(b);
@@ -444,9 +443,9 @@ TEST_CASE("circuit_breaker: outcomes are classified by status, exception and res
   CHECK_THROWS_AS(b.execute([]() -> int { throw std::invalid_argument("bad"); }),
                   std::invalid_argument);  // ignored
   CHECK_THROWS_AS(b.execute([] { throw std::runtime_error("boom"); }), std::runtime_error);
-  absl::StatusOr<int> v = b.execute([] { return -1; },
-                                    [](int x) { return x < 0 ? call_outcome::failure
-                                                             : call_outcome::success; });
+  absl::StatusOr<int> v =
+      b.execute([] { return -1; },
+                [](int x) { return x < 0 ? call_outcome::failure : call_outcome::success; });
   CHECK(*v == -1);  // the value is returned, but recorded as a failure
   absl::StatusOr<std::string> s = b.execute([] { return absl::StatusOr<std::string>("ok"); });
   CHECK(*s == "ok");
