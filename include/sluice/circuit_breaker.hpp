@@ -75,6 +75,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -300,6 +301,16 @@ constexpr breaker_state breaker_state_of(std::uint64_t w) noexcept {
   return static_cast<breaker_state>(w & breaker_state_mask);
 }
 constexpr std::uint64_t breaker_gen_of(std::uint64_t w) noexcept { return w >> 8; }
+
+// Returns `t + d` (ns), saturating at the int64 limits: open and half-open limits may be "forever".
+constexpr std::int64_t breaker_add_ns(std::int64_t t, std::int64_t d) noexcept {
+  std::int64_t sum = 0;
+  if (__builtin_add_overflow(t, d, &sum)) {
+    return d > 0 ? std::numeric_limits<std::int64_t>::max()
+                 : std::numeric_limits<std::int64_t>::min();
+  }
+  return sum;
+}
 
 // Per-stripe counters (one cache line per stripe, so the closed fast path writes only its own).
 // Relaxed throughout: monotonic statistics, summed by metrics(); they publish no other data.
@@ -1051,13 +1062,18 @@ class circuit_breaker {
         d = std::min(d, cap);
       }
       ++trips;
+      // 2^63 as a double: a duration this long (max_open_duration = nanoseconds::max(), "no cap")
+      // does not convert to int64 (undefined; x86 gives INT64_MIN, an open period in the past).
+      constexpr double limit = 9223372036854775808.0;
+      if (d >= limit) return std::chrono::nanoseconds::max();
       return std::chrono::nanoseconds(static_cast<std::int64_t>(std::max(d, 1.0)));
     }
 
     void to_open(breaker_state from, time_point now, const health_snapshot& s)
         ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
       const std::chrono::nanoseconds d = next_open_duration(from, now);
-      open_until_ns.store(detail::breaker_ns<Clock>(now) + d.count(), std::memory_order_relaxed);
+      open_until_ns.store(detail::breaker_add_ns(detail::breaker_ns<Clock>(now), d.count()),
+                          std::memory_order_relaxed);
       publish(breaker_state::open, false);
       enqueue(from, breaker_state::open, now, d, s);
     }
@@ -1066,10 +1082,11 @@ class circuit_breaker {
       probes_out = probe_results = probe_failures = probe_slow = 0;
       half_open_since_ns = detail::breaker_ns<Clock>(now);
       probes_full.store(false, std::memory_order_relaxed);
-      half_open_deadline_ns.store(opts.max_half_open_duration.count() > 0
-                                      ? half_open_since_ns + opts.max_half_open_duration.count()
-                                      : 0,
-                                  std::memory_order_relaxed);
+      half_open_deadline_ns.store(
+          opts.max_half_open_duration.count() > 0
+              ? detail::breaker_add_ns(half_open_since_ns, opts.max_half_open_duration.count())
+              : 0,
+          std::memory_order_relaxed);
       publish(breaker_state::half_open, false);
       enqueue(breaker_state::open, breaker_state::half_open, now, {}, {});
     }

@@ -639,3 +639,23 @@ TEST_CASE("circuit_breaker: the header examples compile and behave", "[circuit_b
   auto moved = sluice::circuit_breaker<>::create({}).value();  // movable before use
   CHECK(moved.state() == breaker_state::closed);
 }
+
+TEST_CASE("circuit_breaker: an uncapped open duration saturates instead of overflowing",
+          "[circuit_breaker]") {
+  // nanoseconds::max() is how a user writes "no cap"; the open period must then end "never",
+  // not wrap around into the past (which would let probes through at once).
+  manual_clock clock;
+  circuit_breaker_options o = test_options();
+  o.open_duration = std::chrono::nanoseconds::max();
+  o.max_open_duration = std::chrono::nanoseconds::max();
+  o.max_half_open_duration = std::chrono::nanoseconds::max();
+  breaker b(o, clock);
+  const auto left = trip(b);
+  CHECK(left > std::chrono::hours(24 * 365));
+  clock.advance(std::chrono::hours(24));
+  CHECK(b.state() == breaker_state::open);
+  auto r = b.try_acquire();
+  REQUIRE(!r);
+  CHECK(r.rejection().state == breaker_state::open);
+  CHECK(r.rejection().retry_after > std::chrono::hours(24 * 365));
+}
