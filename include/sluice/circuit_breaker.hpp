@@ -388,6 +388,12 @@ class circuit_breaker {
     void record(const absl::Status& status) noexcept {
       finish(core_ == nullptr ? call_outcome::ignored : core_->classify(status), false, {});
     }
+    // Records a call that threw `e`, classified by the breaker's `classify_exception` (a failure
+    // when it is empty). Adapters that run the call themselves (pipeline stages) use it so that a
+    // breaker judges exceptions the same way with or without `execute`.
+    void record_exception(std::exception_ptr e) noexcept {
+      finish(core_ == nullptr ? call_outcome::ignored : core_->classify(std::move(e)), false, {});
+    }
     // Records a successful call that took `elapsed` (measured by the caller; no clock read for
     // the slow-call check).
     void record_success(std::chrono::nanoseconds elapsed) noexcept {

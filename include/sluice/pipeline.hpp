@@ -38,6 +38,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -50,6 +51,22 @@
 
 namespace sluice {
 
+namespace detail {
+
+// Records the exception `e` on a breaker permit: through the breaker's exception classifier when
+// the permit offers one (`record_exception`, as sluice::circuit_breaker's does), else as a failure.
+// `permit` is what the acquire result's `operator->` gives.
+template <class Permit>
+void record_exception(Permit* permit, std::exception_ptr e) {
+  if constexpr (requires { permit->record_exception(e); }) {
+    permit->record_exception(std::move(e));
+  } else {
+    permit->record_failure();
+  }
+}
+
+}  // namespace detail
+
 // A pipeline stage over a circuit breaker owned elsewhere (`sluice::circuit_breaker` or any type
 // whose `try_acquire()` returns a result testing true with a permit reached by `->`, offering
 // `record(const absl::Status&)`, `record_failure()` and `record_ignored()`).
@@ -57,7 +74,8 @@ namespace sluice {
 // A refused call returns reason::breaker_open (Unavailable) without calling the rest of the
 // pipeline. A call's status is recorded through the breaker's own classifier; a refusal by a
 // policy inside the breaker (a full bulkhead) is recorded as ignored, since it says nothing about
-// the dependency, while an inner timeout counts; an exception counts as a failure.
+// the dependency, while an inner timeout counts; an exception is judged by the breaker's
+// `classify_exception` (through the permit's `record_exception`, if it has one; else a failure).
 template <class Breaker>
 class breaker_ref {
  public:
@@ -90,7 +108,7 @@ class breaker_ref {
       }
       return r;
     } catch (...) {
-      acquired->record_failure();
+      detail::record_exception(acquired.operator->(), std::current_exception());
       throw;
     }
   }

@@ -369,3 +369,29 @@ TEST_CASE("asio_pipeline: a synchronous rejection started on the executor still 
   CHECK_FALSE(called_before_return);
   CHECK(got == sluice::asio::error::unavailable);
 }
+
+TEST_CASE("asio_pipeline: the breaker stage classifies exceptions with the breaker's predicate",
+          "[asio_pipeline]") {
+  net::io_context io;
+  sluice::circuit_breaker_options o;
+  o.window.window_size = 4;
+  o.minimum_calls = 4;
+  o.classify_exception =
+      sluice::classify_exceptions<std::invalid_argument>(sluice::call_outcome::ignored);
+  sluice::circuit_breaker<> breaker(o);
+  auto p = sluice::asio::pipeline(io.get_executor(), sluice::breaker_ref(breaker));
+  int errors = 0;
+  for (int i = 0; i < 8; ++i) {
+    p.async_execute(
+        []() -> net::awaitable<int> {
+          throw std::invalid_argument("caller bug");
+          co_return 1;
+        },
+        [&](error_code ec, int) { errors += ec ? 1 : 0; });
+  }
+  io.run();
+  CHECK(errors == 8);
+  CHECK(breaker.state() == sluice::breaker_state::closed);
+  CHECK(breaker.metrics().ignored_calls == 8);
+  CHECK(breaker.metrics().failed_calls == 0);
+}

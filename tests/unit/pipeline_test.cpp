@@ -425,3 +425,27 @@ TEST_CASE("pipeline: concurrent callers through the real breaker, bulkhead and b
   CHECK(budget.tokens() >= 0.0);
   CHECK(budget.tokens() <= 20.0);
 }
+
+TEST_CASE("pipeline: the breaker stage classifies exceptions with the breaker's predicate",
+          "[pipeline]") {
+  manual clock;
+  sluice::circuit_breaker_options o = small_breaker();
+  // Caller bugs say nothing about the dependency: they must not trip the breaker.
+  o.classify_exception =
+      sluice::classify_exceptions<std::invalid_argument>(sluice::call_outcome::ignored);
+  sluice::circuit_breaker<manual> breaker(o, clock);
+  auto p = sluice::pipeline(sluice::breaker_ref(breaker));
+  for (int i = 0; i < 10; ++i) {
+    CHECK_THROWS_AS(p.execute([]() -> absl::StatusOr<int> { throw std::invalid_argument("bad"); }),
+                    std::invalid_argument);
+  }
+  CHECK(breaker.state() == sluice::breaker_state::closed);
+  CHECK(breaker.metrics().ignored_calls == 10);
+  CHECK(breaker.metrics().failed_calls == 0);
+  // Other exceptions are still failures.
+  for (int i = 0; i < 4; ++i) {
+    CHECK_THROWS_AS(p.execute([]() -> absl::StatusOr<int> { throw std::runtime_error("io"); }),
+                    std::runtime_error);
+  }
+  CHECK(breaker.state() == sluice::breaker_state::open);
+}

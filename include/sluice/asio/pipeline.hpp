@@ -202,7 +202,7 @@ auto async_run(sluice::breaker_ref<Breaker>& p, Ctx& ctx, Next next)
     if (is_cancellation(error)) {
       acquired->record_ignored();  // a cancelled call says nothing about the dependency
     } else {
-      acquired->record_failure();
+      sluice::detail::record_exception(acquired.operator->(), error);
     }
     std::rethrow_exception(error);
   }
