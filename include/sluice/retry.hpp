@@ -105,7 +105,11 @@ struct backoff {
   std::chrono::nanoseconds next(int n, std::chrono::nanoseconds previous, Rng& rng) const noexcept {
     const double cap = static_cast<double>(max.count());
     auto clamp_ns = [cap](double v) {
-      return std::chrono::nanoseconds(static_cast<std::int64_t>(std::clamp(v, 0.0, cap)));
+      v = std::clamp(v, 0.0, cap);
+      // 2^63: `max` = nanoseconds::max() (no cap) converts to this double, which does not fit an
+      // int64 (undefined; x86 gives INT64_MIN, a negative delay).
+      if (v >= 9223372036854775808.0) return std::chrono::nanoseconds::max();
+      return std::chrono::nanoseconds(static_cast<std::int64_t>(v));
     };
     const double base = static_cast<double>(initial.count());
     switch (type) {
@@ -381,7 +385,14 @@ class retry {
       delay = std::max(delay, *hint);
     }
     const auto now = clock_.now();
-    if (!st.deadline.fits(now, delay + opts_.min_attempt_time)) {
+    // Saturating: an unbounded backoff or hint (nanoseconds::max()) must not wrap around into an
+    // immediate retry.
+    const std::chrono::nanoseconds extra =
+        std::max(opts_.min_attempt_time, std::chrono::nanoseconds::zero());
+    const std::chrono::nanoseconds needed = delay <= std::chrono::nanoseconds::max() - extra
+                                                ? delay + extra
+                                                : std::chrono::nanoseconds::max();
+    if (!st.deadline.fits(now, needed)) {
       ctx.set_reason(reason::deadline_exceeded, false);
       return std::nullopt;
     }
@@ -389,7 +400,7 @@ class retry {
       ctx.set_reason(reason::budget_exhausted, false);
       return std::nullopt;
     }
-    return now + std::chrono::duration_cast<typename Clock::duration>(delay);
+    return sluice::deadline<Clock>::after(now, delay).time();
   }
 
   retry_options opts_;

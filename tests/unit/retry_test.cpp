@@ -340,3 +340,22 @@ TEST_CASE("retry: the per-call path allocates nothing", "[retry]") {
   for (int i = 0; i < 100; ++i) (void)retry.execute(fn);
   CHECK(scope.allocations() == 0);
 }
+
+TEST_CASE("retry: an unbounded backoff saturates instead of wrapping negative", "[retry]") {
+  // nanoseconds::max() as a cap means "no cap": the delay must stay the longest representable,
+  // never wrap to a negative delay (or a wake-up time in the past, i.e. an immediate retry).
+  sluice::detail::fast_rng rng(7);
+  const auto unbounded = sluice::backoff::constant(ns::max());
+  CHECK(unbounded.next(1, ns::max(), rng) == ns::max());
+  const auto growing = sluice::backoff::exponential(1h, ns::max(), 1000.0);
+  CHECK(growing.next(10, 1h, rng) == ns::max());
+
+  manual clock;
+  sluice::retry retry({.max_attempts = 2, .delay = unbounded}, clock);
+  flaky fn{clock, 1};
+  auto r = retry.execute(std::ref(fn));
+  REQUIRE(fn.starts.size() == 2);
+  CHECK(clock.sleeps() == 1);
+  CHECK(clock.slept() > std::chrono::hours(24 * 365));  // slept "forever", not zero
+  CHECK(fn.gaps()[0] > std::chrono::hours(24 * 365));
+}
