@@ -47,9 +47,9 @@ BENCHMARK(BM_counter_inc);
 BENCHMARK(BM_counter_inc)->Threads(2);
 
 void BM_histogram_observe(benchmark::State& state) {
-  static sluice::metrics::histogram& histogram = **bench_registry().add_histogram(
-      "bench_duration_seconds", "Benchmark observations.",
-      sluice::metrics::histogram::default_bounds());
+  static sluice::metrics::histogram& histogram =
+      **bench_registry().add_histogram("bench_duration_seconds", "Benchmark observations.",
+                                       sluice::metrics::histogram::default_bounds());
   const std::vector<double>& values = sample_values();
   std::size_t i = 0;
   for (auto _ : state) {

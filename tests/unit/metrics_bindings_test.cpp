@@ -1,8 +1,3 @@
-#include <sluice/metrics/circuit_breaker_metrics.hpp>
-
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -10,9 +5,13 @@
 #include <iterator>
 #include <string>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <sluice/circuit_breaker.hpp>
 #include <sluice/keyed_limiter.hpp>
 #include <sluice/metrics/cache_metrics.hpp>
+#include <sluice/metrics/circuit_breaker_metrics.hpp>
 #include <sluice/metrics/limiter_metrics.hpp>
 #include <sluice/metrics/offload_metrics.hpp>
 #include <sluice/metrics/pool_metrics.hpp>
@@ -58,11 +57,12 @@ TEST_CASE("metrics_bindings: a breaker publishes state, transitions and calls", 
   breaker.force_open();
   CHECK_FALSE(breaker.try_acquire());
   text = r.render();
-  CHECK(has_line(text,
-                 "sluice_circuit_breaker_state{breaker=\"payments\",state=\"forced_open\"} 1"));
+  CHECK(
+      has_line(text, "sluice_circuit_breaker_state{breaker=\"payments\",state=\"forced_open\"} 1"));
   CHECK(has_line(text, "sluice_circuit_breaker_state{breaker=\"payments\",state=\"closed\"} 0"));
   CHECK(has_line(
-      text, "sluice_circuit_breaker_transitions_total{breaker=\"payments\",state=\"forced_open\"} 1"));
+      text,
+      "sluice_circuit_breaker_transitions_total{breaker=\"payments\",state=\"forced_open\"} 1"));
   CHECK(has_line(
       text, "sluice_circuit_breaker_calls_total{breaker=\"payments\",outcome=\"rejected\"} 1"));
 
@@ -169,8 +169,9 @@ TEST_CASE("metrics_bindings: limiter decisions are counted without allocating", 
   const std::string text = r.render();
   INFO(text);
   CHECK(has_line(text, "sluice_rate_limiter_keys{limiter=\"api\"} 1"));
-  CHECK(has_line(text, "sluice_rate_limiter_decisions_total{limiter=\"api\",decision=\"limited\"} " +
-                           std::to_string(limited)));
+  CHECK(
+      has_line(text, "sluice_rate_limiter_decisions_total{limiter=\"api\",decision=\"limited\"} " +
+                         std::to_string(limited)));
   // The same limiter name again finds the same counters.
   auto again = m::limiter_decisions::create(r, "api");
   REQUIRE(again.ok());
@@ -210,8 +211,8 @@ TEST_CASE("metrics_bindings: promtool accepts every binding's output", "[metrics
     std::ofstream f(input, std::ios::binary);
     f << r.render();
   }
-  const std::string command = std::string(promtool) + " check metrics < " + input.string() +
-                              " > " + input.string() + ".out 2>&1";
+  const std::string command = std::string(promtool) + " check metrics < " + input.string() + " > " +
+                              input.string() + ".out 2>&1";
   const int status = std::system(command.c_str());
   std::ifstream out(input.string() + ".out");
   const std::string output((std::istreambuf_iterator<char>(out)), std::istreambuf_iterator<char>());

@@ -1,8 +1,3 @@
-#include <sluice/metrics/registry.hpp>
-
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -17,7 +12,11 @@
 #include <utility>
 #include <vector>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <sluice/metrics/process_collector.hpp>
+#include <sluice/metrics/registry.hpp>
 
 #include "catch.hpp"
 
@@ -259,22 +258,29 @@ std::vector<std::string> check_invariants(const exposition& e) {
 }
 
 // The label values a registry must escape and a parser must read back unchanged.
-const std::vector<std::string> tricky_values{
-    "plain", "back\\slash", "double \"quote\"", "line\nfeed", "all \\\" \n\\n",
-    "",      "{}=,",        "unicode: \xc3\xa9\xe2\x82\xac", "trailing\\"};
+const std::vector<std::string> tricky_values{"plain",
+                                             "back\\slash",
+                                             "double \"quote\"",
+                                             "line\nfeed",
+                                             "all \\\" \n\\n",
+                                             "",
+                                             "{}=,",
+                                             "unicode: \xc3\xa9\xe2\x82\xac",
+                                             "trailing\\"};
 
 // A registry with every metric type, labelled and not, each escaping case, and collectors.
 void fill(m::registry& r) {
-  auto requests = r.add_counter_family("http_requests_total", "Requests served.", {"method", "path"});
+  auto requests =
+      r.add_counter_family("http_requests_total", "Requests served.", {"method", "path"});
   auto errors = r.add_counter("errors_total", "Errors with a \\ backslash and a\nline feed.");
   auto depth = r.add_gauge_family("queue_depth", "Jobs waiting.", {"queue"});
   auto temp = r.add_gauge("temperature_celsius", "Temperature.");
   auto sizes = r.add_histogram_family("response_size_bytes", "Sizes.", {"path"},
                                       m::histogram::exponential_bounds(64, 4, 6));
-  auto rpc = r.add_histogram("rpc_duration_seconds", "RPC latency.",
-                             m::histogram::default_bounds());
-  auto lat = r.add_latency_histogram_family("db_query_duration_seconds", "Query latency.",
-                                            {"table"});
+  auto rpc =
+      r.add_histogram("rpc_duration_seconds", "RPC latency.", m::histogram::default_bounds());
+  auto lat =
+      r.add_latency_histogram_family("db_query_duration_seconds", "Query latency.", {"table"});
   auto wait = r.add_latency_histogram("pool_wait_seconds", "Pool wait.");
   auto unused = r.add_counter_family("unused_total", "A family without children.", {"x"});
   REQUIRE(requests.ok());
@@ -315,7 +321,8 @@ void fill(m::registry& r) {
 
 TEST_CASE("metrics_exposition: a small registry renders byte for byte", "[metrics]") {
   m::registry r;
-  auto requests = r.add_counter_family("http_requests_total", "Requests served.", {"method", "code"});
+  auto requests =
+      r.add_counter_family("http_requests_total", "Requests served.", {"method", "code"});
   auto rpc = r.add_histogram("rpc_seconds", "RPC latency.", std::vector<double>{0.25, 1});
   auto temp = r.add_gauge_family("temperature_celsius", "Help with \\ and \n.", {"room"});
   REQUIRE(requests.ok());
@@ -428,13 +435,14 @@ TEST_CASE("metrics_exposition: a full registry parses back and keeps every invar
 
 TEST_CASE("metrics_exposition: the invariant checker catches broken output", "[metrics]") {
   const std::string header = "# HELP h H.\n# TYPE h histogram\n";
-  const std::string good = header +
-                           "h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n";
+  const std::string good =
+      header + "h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n";
   CHECK(check_invariants(parse(good)).empty());
   const std::vector<std::string> broken{
       header + "h_bucket{le=\"1\"} 3\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n",
-      header + "h_bucket{le=\"2\"} 1\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\n"
-               "h_count 2\n",
+      header +
+          "h_bucket{le=\"2\"} 1\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\n"
+          "h_count 2\n",
       header + "h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 5\n",
       header + "h_bucket{le=\"1\"} 1\nh_sum 3\nh_count 1\n",
       "# HELP c C.\n# TYPE c counter\nc 1\nc 2\n",
@@ -463,8 +471,8 @@ TEST_CASE("metrics_exposition: promtool accepts a registry with every type and e
     std::ofstream f(input, std::ios::binary);
     f << r.render();
   }
-  const std::string command = std::string(promtool) + " check metrics < " + input.string() +
-                              " > " + report.string() + " 2>&1";
+  const std::string command = std::string(promtool) + " check metrics < " + input.string() + " > " +
+                              report.string() + " 2>&1";
   const int status = std::system(command.c_str());
   std::ifstream out(report);
   const std::string output((std::istreambuf_iterator<char>(out)), std::istreambuf_iterator<char>());

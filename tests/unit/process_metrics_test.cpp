@@ -1,9 +1,3 @@
-#include <sluice/metrics/process_collector.hpp>
-
-#include <fcntl.h>
-#include <sys/resource.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -12,7 +6,12 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <sluice/detail/mutex.hpp>
+#include <sluice/metrics/process_collector.hpp>
 #include <sluice/metrics/registry.hpp>
 
 #include "catch.hpp"
@@ -41,7 +40,8 @@ TEST_CASE("process_metrics: figures are plausible for this process", "[metrics][
   }
 }
 
-TEST_CASE("process_metrics: open descriptors and threads follow the process", "[metrics][process]") {
+TEST_CASE("process_metrics: open descriptors and threads follow the process",
+          "[metrics][process]") {
   const auto before = m::process_collector::read();
   REQUIRE(before.ok());
   std::vector<int> fds;

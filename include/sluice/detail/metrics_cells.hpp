@@ -128,9 +128,8 @@ class striped_words {
                                            1, max_metrics_slots)),
         stride_((std::max<std::size_t>(width, 1) + words_per_line - 1) / words_per_line *
                 words_per_line),
-        words_(static_cast<std::atomic<std::uint64_t>*>(
-            ::operator new(rows() * stride_ * sizeof(std::uint64_t),
-                           std::align_val_t{cache_line_size}))) {
+        words_(static_cast<std::atomic<std::uint64_t>*>(::operator new (
+            rows() * stride_ * sizeof(std::uint64_t), std::align_val_t{cache_line_size}))) {
     for (std::size_t i = 0; i < rows() * stride_; ++i) {
       new (&words_[i]) std::atomic<std::uint64_t>(0);
     }
@@ -138,7 +137,7 @@ class striped_words {
 
   ~striped_words() {
     // std::atomic<std::uint64_t> is trivially destructible: only the storage goes back.
-    ::operator delete(static_cast<void*>(words_), std::align_val_t{cache_line_size});
+    ::operator delete (static_cast<void*>(words_), std::align_val_t{cache_line_size});
   }
 
   striped_words(const striped_words&) = delete;
@@ -231,13 +230,15 @@ class line_array {
   // Copies [first, first + n).
   line_array(const T* first, std::size_t n)
       : size_(n),
-        data_(static_cast<T*>(::operator new(
+        data_(static_cast<T*>(::operator new (
             std::max<std::size_t>((n * sizeof(T) + cache_line_size - 1) / cache_line_size, 1) *
                 cache_line_size,
             std::align_val_t{cache_line_size}))) {
     for (std::size_t i = 0; i < n; ++i) new (&data_[i]) T(first[i]);
   }
-  ~line_array() { ::operator delete(static_cast<void*>(data_), std::align_val_t{cache_line_size}); }
+  ~line_array() {
+    ::operator delete (static_cast<void*>(data_), std::align_val_t{cache_line_size});
+  }
   line_array(const line_array&) = delete;
   line_array& operator=(const line_array&) = delete;
 

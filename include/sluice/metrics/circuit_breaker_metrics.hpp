@@ -5,8 +5,9 @@
 //
 //   sluice_circuit_breaker_state{breaker,state}              gauge    1 for the current state
 //   sluice_circuit_breaker_transitions_total{breaker,state}  counter  entries into each state
-//   sluice_circuit_breaker_calls_total{breaker,outcome}      counter  success|failure|ignored|rejected
-//   sluice_circuit_breaker_slow_calls_total{breaker}         counter  slow calls
+//   sluice_circuit_breaker_calls_total{breaker,outcome}      counter
+//   success|failure|ignored|rejected sluice_circuit_breaker_slow_calls_total{breaker} counter  slow
+//   calls
 //
 // Thread safety: as the registry's collectors. Lifetime: keep the returned registration while the
 // breaker lives, and destroy it first (the collector reads the breaker).
@@ -34,10 +35,9 @@ template <class Clock>
       const auto state = static_cast<breaker_state>(i);
       sink.gauge("sluice_circuit_breaker_state", "Current breaker state (1) among all states.",
                  m.state == state ? 1.0 : 0.0, {{"breaker", name}, {"state", to_string(state)}});
-      sink.counter("sluice_circuit_breaker_transitions_total",
-                   "Transitions of the breaker into each state.",
-                   static_cast<double>(m.transitions[i]),
-                   {{"breaker", name}, {"state", to_string(state)}});
+      sink.counter(
+          "sluice_circuit_breaker_transitions_total", "Transitions of the breaker into each state.",
+          static_cast<double>(m.transitions[i]), {{"breaker", name}, {"state", to_string(state)}});
     }
     const std::pair<const char*, std::uint64_t> outcomes[] = {{"success", m.successful_calls},
                                                               {"failure", m.failed_calls},

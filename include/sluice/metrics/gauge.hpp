@@ -43,7 +43,7 @@ class alignas(detail::cache_line_size) gauge {
     // Relaxed: as set(); the CAS makes concurrent adds exact.
     double old = value_.value.load(std::memory_order_relaxed);
     while (!value_.value.compare_exchange_weak(old, old + delta, std::memory_order_relaxed,
-                                         std::memory_order_relaxed)) {
+                                               std::memory_order_relaxed)) {
     }
   }
 

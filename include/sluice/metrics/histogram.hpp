@@ -175,7 +175,8 @@ class alignas(detail::cache_line_size) histogram {
       odd = _mm_sub_epi64(odd, _mm_castpd_si128(_mm_cmpnle_pd(x, _mm_load_pd(b + k + 2))));
     }
     const __m128i sum = _mm_add_epi64(even, odd);
-    return static_cast<std::size_t>(_mm_cvtsi128_si64(_mm_add_epi64(sum, _mm_unpackhi_epi64(sum, sum))));
+    return static_cast<std::size_t>(
+        _mm_cvtsi128_si64(_mm_add_epi64(sum, _mm_unpackhi_epi64(sum, sum))));
 #else
     std::size_t i = 0;
     for (std::size_t k = 0; k < small_bounds; ++k) i += static_cast<std::size_t>(!(v <= b[k]));
@@ -187,7 +188,8 @@ class alignas(detail::cache_line_size) histogram {
   // that many).
   static std::vector<double> padded_bounds(std::span<const double> bounds) {
     std::vector<double> out(bounds.begin(), bounds.end());
-    if (out.size() < small_bounds) out.resize(small_bounds, std::numeric_limits<double>::infinity());
+    if (out.size() < small_bounds)
+      out.resize(small_bounds, std::numeric_limits<double>::infinity());
     return out;
   }
 

@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+
 #include "sluice/detail/cache_line.hpp"
 #include "sluice/detail/metrics_cells.hpp"
 

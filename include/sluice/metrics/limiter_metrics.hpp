@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+
 #include "sluice/keyed_limiter.hpp"
 #include "sluice/metrics/counter.hpp"
 #include "sluice/metrics/registry.hpp"
@@ -35,9 +36,9 @@ class limiter_decisions {
   // Registers (or finds) the decision counters for limiter=`name`. Errors as the registry's
   // factories (AlreadyExists if the family was registered with another shape).
   static absl::StatusOr<limiter_decisions> create(registry& r, const std::string& name) {
-    auto family = r.add_counter_family("sluice_rate_limiter_decisions_total",
-                                       "Rate limiter decisions by outcome.",
-                                       {"limiter", "decision"});
+    auto family =
+        r.add_counter_family("sluice_rate_limiter_decisions_total",
+                             "Rate limiter decisions by outcome.", {"limiter", "decision"});
     if (!family.ok()) return family.status();
     return limiter_decisions(&(*family)->with({name, "allowed"}),
                              &(*family)->with({name, "limited"}));

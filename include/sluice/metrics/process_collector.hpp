@@ -32,6 +32,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/metrics/registry.hpp"
 
 #if defined(__linux__)

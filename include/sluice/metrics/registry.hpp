@@ -62,6 +62,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/detail/metrics_text.hpp"
 #include "sluice/detail/mutex.hpp"
 #include "sluice/metrics/counter.hpp"
@@ -77,10 +78,14 @@ enum class metric_type { counter, gauge, histogram, summary };
 // Returns the TYPE-line spelling of `t`.
 constexpr std::string_view to_string(metric_type t) noexcept {
   switch (t) {
-    case metric_type::counter: return "counter";
-    case metric_type::gauge: return "gauge";
-    case metric_type::histogram: return "histogram";
-    case metric_type::summary: return "summary";
+    case metric_type::counter:
+      return "counter";
+    case metric_type::gauge:
+      return "gauge";
+    case metric_type::histogram:
+      return "histogram";
+    case metric_type::summary:
+      return "summary";
   }
   return "untyped";
 }
@@ -311,7 +316,8 @@ class sample_sink {
   // emitted with another type, or this series was already emitted.
   void counter(std::string_view name, std::string_view help, double value,
                std::initializer_list<label> labels = {}) {
-    add(metric_type::counter, name, help, value, std::span<const label>(labels.begin(), labels.size()));
+    add(metric_type::counter, name, help, value,
+        std::span<const label>(labels.begin(), labels.size()));
   }
   // As above, with the labels in a container.
   void counter(std::string_view name, std::string_view help, double value,
@@ -322,7 +328,8 @@ class sample_sink {
   // Emits a gauge sample; dropped under the same conditions as `counter`.
   void gauge(std::string_view name, std::string_view help, double value,
              std::initializer_list<label> labels = {}) {
-    add(metric_type::gauge, name, help, value, std::span<const label>(labels.begin(), labels.size()));
+    add(metric_type::gauge, name, help, value,
+        std::span<const label>(labels.begin(), labels.size()));
   }
   // As above, with the labels in a container.
   void gauge(std::string_view name, std::string_view help, double value,
@@ -365,7 +372,8 @@ class sample_sink {
     }
     auto it = families_.find(name);
     if (it == families_.end()) {
-      it = families_.emplace(std::string(name), collected_family{type, std::string(help), {}}).first;
+      it =
+          families_.emplace(std::string(name), collected_family{type, std::string(help), {}}).first;
     } else if (it->second.type != type) {
       ++dropped_;
       return;
@@ -545,10 +553,9 @@ class registry {
       shape += ' ';
     }
     const std::size_t stripes = opts_.stripes;
-    return add_family<histogram>(metric_type::histogram, name, help, std::move(label_names),
-                                 shape, [copy = std::move(copy), stripes] {
-                                   return std::make_unique<histogram>(copy, stripes);
-                                 });
+    return add_family<histogram>(
+        metric_type::histogram, name, help, std::move(label_names), shape,
+        [copy = std::move(copy), stripes] { return std::make_unique<histogram>(copy, stripes); });
   }
 
   // Registers (or finds) an unlabelled latency histogram (rendered as a summary in seconds;
@@ -573,8 +580,7 @@ class registry {
 
   // Registers `collect`, called on every scrape (serialised with other scrapes) to emit samples
   // into a sink. Keep the returned registration while the state `collect` reads is alive.
-  [[nodiscard]] collector_registration add_collector(
-      std::function<void(sample_sink&)> collect) {
+  [[nodiscard]] collector_registration add_collector(std::function<void(sample_sink&)> collect) {
     return collector_registration(collectors_, collectors_->add(std::move(collect)));
   }
 
@@ -610,9 +616,12 @@ class registry {
   // Returns the series names a family of this type and name renders.
   static std::vector<std::string> claimed_names(metric_type type, const std::string& name) {
     switch (type) {
-      case metric_type::histogram: return {name, name + "_bucket", name + "_sum", name + "_count"};
-      case metric_type::summary: return {name, name + "_sum", name + "_count"};
-      default: return {name};
+      case metric_type::histogram:
+        return {name, name + "_bucket", name + "_sum", name + "_count"};
+      case metric_type::summary:
+        return {name, name + "_sum", name + "_count"};
+      default:
+        return {name};
     }
   }
 
@@ -636,8 +645,8 @@ class registry {
         return absl::InvalidArgumentError("metric " + name + ": label name \"" + l +
                                           "\" is reserved for its type");
       }
-      if (std::find(label_names.begin(), label_names.begin() + static_cast<std::ptrdiff_t>(i),
-                    l) != label_names.begin() + static_cast<std::ptrdiff_t>(i)) {
+      if (std::find(label_names.begin(), label_names.begin() + static_cast<std::ptrdiff_t>(i), l) !=
+          label_names.begin() + static_cast<std::ptrdiff_t>(i)) {
         return absl::InvalidArgumentError("metric " + name + ": label \"" + l + "\" repeated");
       }
     }
@@ -668,9 +677,9 @@ class registry {
                                         " collides with metric " + it->second);
       }
     }
-    auto owned = std::make_unique<family<Metric>>(name, std::string(help), type,
-                                                  std::move(label_names), std::move(signature),
-                                                  std::move(make));
+    auto owned =
+        std::make_unique<family<Metric>>(name, std::string(help), type, std::move(label_names),
+                                         std::move(signature), std::move(make));
     family<Metric>* raw = owned.get();
     for (const auto& c : claims) claimed_.emplace(c, name);
     families_.emplace(std::move(name), std::move(owned));
@@ -726,8 +735,7 @@ class registry {
   std::shared_ptr<detail::collector_table> collectors_;
   mutable detail::mutex mu_;
   // Sorted by name, so rendering needs no sort.
-  std::map<std::string, std::unique_ptr<detail::metric_family_base>> families_
-      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<detail::metric_family_base>> families_ ABSL_GUARDED_BY(mu_);
   // Every family name and series name rendered (e.g. x_bucket) -> the family that renders it.
   absl::flat_hash_map<std::string, std::string> claimed_ ABSL_GUARDED_BY(mu_);
 };
