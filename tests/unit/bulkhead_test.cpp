@@ -1,9 +1,10 @@
+#include "sluice/bulkhead.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <thread>
 #include <vector>
 
-#include <sluice/bulkhead.hpp>
 #include <sluice/detail/mutex.hpp>
 #include <sluice/testing/manual_clock.hpp>
 

@@ -1,3 +1,5 @@
+#include "sluice/circuit_breaker.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -7,7 +9,6 @@
 #include <type_traits>
 #include <vector>
 
-#include <sluice/circuit_breaker.hpp>
 #include <sluice/clock.hpp>
 #include <sluice/health_recorder.hpp>
 #include <sluice/testing/manual_clock.hpp>

@@ -1,7 +1,8 @@
+#include "sluice/deadline.hpp"
+
 #include <chrono>
 
 #include <sluice/clock.hpp>
-#include <sluice/deadline.hpp>
 #include <sluice/testing/manual_clock.hpp>
 
 #include "catch.hpp"

@@ -1,6 +1,7 @@
+#include "sluice/fallback.hpp"
+
 #include <string>
 
-#include <sluice/fallback.hpp>
 #include <sluice/policy.hpp>
 #include <sluice/testing/manual_clock.hpp>
 

@@ -1,3 +1,5 @@
+#include "sluice/pipeline.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
@@ -8,7 +10,6 @@
 #include <sluice/bulkhead.hpp>
 #include <sluice/circuit_breaker.hpp>
 #include <sluice/fallback.hpp>
-#include <sluice/pipeline.hpp>
 #include <sluice/retry.hpp>
 #include <sluice/retry_budget.hpp>
 #include <sluice/testing/manual_clock.hpp>

@@ -1,10 +1,11 @@
+#include "sluice/retry_budget.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <thread>
 #include <vector>
 
-#include <sluice/retry_budget.hpp>
 #include <sluice/testing/manual_clock.hpp>
 
 #include "catch.hpp"

@@ -1,9 +1,10 @@
+#include "sluice/retry.hpp"
+
 #include <chrono>
 #include <stdexcept>
 #include <vector>
 
 #include <sluice/detail/random.hpp>
-#include <sluice/retry.hpp>
 #include <sluice/retry_budget.hpp>
 #include <sluice/testing/manual_clock.hpp>
 
