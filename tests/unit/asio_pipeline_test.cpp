@@ -2,9 +2,11 @@
 #include <chrono>
 #include <future>
 #include <string>
+#include <thread>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
@@ -394,4 +396,27 @@ TEST_CASE("asio_pipeline: the breaker stage classifies exceptions with the break
   CHECK(breaker.state() == sluice::breaker_state::closed);
   CHECK(breaker.metrics().ignored_calls == 8);
   CHECK(breaker.metrics().failed_calls == 0);
+}
+
+TEST_CASE("asio_pipeline: the handler runs on its own executor, which is kept busy meanwhile",
+          "[asio_pipeline]") {
+  // The operation runs on `work_io`; the handler is bound to `handler_io`. handler_io.run() is
+  // started first, on another thread: it returns early (and the handler never runs) unless the
+  // pipeline holds work on the handler's executor while the operation is in flight.
+  net::io_context work_io;
+  net::io_context handler_io;
+  auto p = sluice::asio::pipeline(work_io.get_executor(), sluice::retry({.max_attempts = 1}));
+  std::atomic<bool> on_handler_io{false};
+  std::atomic<int> got{0};
+  p.async_execute([]() -> net::awaitable<int> { co_return 5; },
+                  net::bind_executor(handler_io, [&](error_code ec, int v) {
+                    on_handler_io = handler_io.get_executor().running_in_this_thread() &&
+                                    !work_io.get_executor().running_in_this_thread();
+                    got = ec ? -1 : v;
+                  }));
+  std::thread handler_thread([&] { handler_io.run(); });
+  work_io.run();
+  handler_thread.join();
+  CHECK(got.load() == 5);
+  CHECK(on_handler_io.load());
 }
