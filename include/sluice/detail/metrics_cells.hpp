@@ -15,6 +15,10 @@
 //   - a few shared rows for threads without an exclusive row (more live updating threads than the
 //     metric's exclusive rows, or than 64); they pick one with `thread_stripe()` and update it
 //     with atomic read-modify-writes, exact however many threads share it.
+//
+// Caveat of the exclusive rows: an update is not async-signal-safe. A signal handler that updates
+// a metric while the thread it interrupted is updating the same metric may lose one of the two
+// updates: do not update metrics from signal handlers.
 #pragma once
 
 #include <algorithm>

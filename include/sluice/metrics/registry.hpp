@@ -23,7 +23,8 @@
 // `le="+Inf"`, equal to `_count`.
 //
 // Thread safety: all member functions may be called concurrently. Creating a metric or a
-// labelled child takes a lock and allocates; updating a metric never does. Scrapes are serialised
+// labelled child takes a lock and allocates; updating a metric never does (updates are not
+// async-signal-safe, though: see <sluice/detail/metrics_cells.hpp>). Scrapes are serialised
 // with one another. A collector must not call `render*` or destroy a registration of the same
 // registry (it would deadlock); it may create metrics.
 // Lifetime: metrics and families live as long as the registry; the pointers stay valid until it
