@@ -1,3 +1,8 @@
+// The header under test comes first: it must compile on its own.
+// clang-format off
+#include <sluice/metrics/circuit_breaker_metrics.hpp>
+// clang-format on
+
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -11,7 +16,6 @@
 #include <sluice/circuit_breaker.hpp>
 #include <sluice/keyed_limiter.hpp>
 #include <sluice/metrics/cache_metrics.hpp>
-#include <sluice/metrics/circuit_breaker_metrics.hpp>
 #include <sluice/metrics/limiter_metrics.hpp>
 #include <sluice/metrics/offload_metrics.hpp>
 #include <sluice/metrics/pool_metrics.hpp>

@@ -1,3 +1,8 @@
+// The header under test comes first: it must compile on its own.
+// clang-format off
+#include <sluice/metrics/registry.hpp>
+// clang-format on
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -16,7 +21,6 @@
 #include <unistd.h>
 
 #include <sluice/metrics/process_collector.hpp>
-#include <sluice/metrics/registry.hpp>
 
 #include "catch.hpp"
 

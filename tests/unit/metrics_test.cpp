@@ -1,3 +1,8 @@
+// The header under test comes first: it must compile on its own.
+// clang-format off
+#include <sluice/metrics.hpp>
+// clang-format on
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -11,7 +16,6 @@
 #include <vector>
 
 #include <sluice/detail/metrics_cells.hpp>
-#include <sluice/metrics.hpp>
 
 #include "alloc_counter.hpp"
 #include "catch.hpp"

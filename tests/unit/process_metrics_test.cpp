@@ -1,3 +1,8 @@
+// The header under test comes first: it must compile on its own.
+// clang-format off
+#include <sluice/metrics/process_collector.hpp>
+// clang-format on
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -11,7 +16,6 @@
 #include <unistd.h>
 
 #include <sluice/detail/mutex.hpp>
-#include <sluice/metrics/process_collector.hpp>
 #include <sluice/metrics/registry.hpp>
 
 #include "catch.hpp"
