@@ -53,6 +53,7 @@
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/circuit_breaker.hpp"
 #include "sluice/detail/cache_line.hpp"
 #include "sluice/detail/mutex.hpp"
@@ -102,8 +103,9 @@ class breaker_registry {
   }
 
   // Creates an empty registry, or returns InvalidArgument.
-  [[nodiscard]] static absl::StatusOr<breaker_registry> create(options_type opts, Clock clock = Clock(),
-                                                 create_hook on_create = {}) {
+  [[nodiscard]] static absl::StatusOr<breaker_registry> create(options_type opts,
+                                                               Clock clock = Clock(),
+                                                               create_hook on_create = {}) {
     if (absl::Status st = validate(opts); !st.ok()) return st;
     return breaker_registry(std::move(opts), clock, std::move(on_create), valid_tag{});
   }
@@ -118,7 +120,9 @@ class breaker_registry {
 
   // Returns the breaker for `key`, creating it (closed) if absent. At the cap, first evicts the
   // least recently used evictable entry; returns ResourceExhausted if there is none, and
-  // InvalidArgument if `options_for` gave invalid options. Takes one shard lock at a time.
+  // InvalidArgument if `options_for` gave invalid options. An exception from `options_for` or the
+  // creation hook propagates and leaves no entry (and no reserved capacity) behind. Takes one
+  // shard lock at a time.
   [[nodiscard]] absl::StatusOr<std::shared_ptr<breaker_type>> get(const Key& key) {
     const std::size_t h = absl::Hash<Key>{}(key);
     shard& s = shard_for(h);
@@ -138,22 +142,28 @@ class breaker_registry {
             "breaker_registry: at max_keys and no breaker is closed, clean and unused");
       }
     }
+    // The reserved slot goes back unless the new entry is inserted: on every early return and
+    // when options_for, on_create or an allocation throws, so no failure shrinks the capacity.
+    struct slot_guard {
+      breaker_registry* self;
+      bool keep = false;
+      ~slot_guard() {
+        if (!keep) self->release_slot();
+      }
+    } slot{this};
     detail::mutex_lock lock(s.mu);
     if (auto it = s.map.find(key); it != s.map.end()) {  // another thread created it meanwhile
-      release_slot();
       it->second.last_used_ns = now;
       return it->second.breaker;
     }
-    circuit_breaker_options bo = state_->opts.options_for ? state_->opts.options_for(key)
-                                                          : state_->opts.breaker;
+    circuit_breaker_options bo =
+        state_->opts.options_for ? state_->opts.options_for(key) : state_->opts.breaker;
     absl::StatusOr<breaker_type> created = breaker_type::create(std::move(bo), state_->clock);
-    if (!created.ok()) {
-      release_slot();
-      return created.status();
-    }
+    if (!created.ok()) return created.status();
     auto b = std::make_shared<breaker_type>(*std::move(created));
     if (state_->on_create) state_->on_create(key, *b);
     s.map.emplace(key, entry{b, now});
+    slot.keep = true;
     return b;
   }
 
@@ -213,9 +223,7 @@ class breaker_registry {
   // Returns how many keys the registry holds.
   std::size_t size() const noexcept { return state_->size.load(std::memory_order_relaxed); }
   // Returns how many entries have been evicted (idle or for room) since creation.
-  std::uint64_t evicted() const noexcept {
-    return state_->evicted.load(std::memory_order_relaxed);
-  }
+  std::uint64_t evicted() const noexcept { return state_->evicted.load(std::memory_order_relaxed); }
   // Returns how many gets were refused at the cap since creation.
   std::uint64_t rejected() const noexcept {
     return state_->rejected.load(std::memory_order_relaxed);

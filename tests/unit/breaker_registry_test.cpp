@@ -1,12 +1,12 @@
-#include <sluice/breaker_registry.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <sluice/breaker_registry.hpp>
 #include <sluice/circuit_breaker.hpp>
 #include <sluice/testing/manual_clock.hpp>
 
@@ -127,12 +127,12 @@ TEST_CASE("breaker_registry: idle eviction removes only idle, clean, unheld entr
   (void)r.get("busy").value();  // looked up recently
   CHECK(r.evict_idle() == 0);   // nothing idle for a minute yet
   clock.advance(1s);
-  CHECK(r.evict_idle() == 1);   // only "idle"
+  CHECK(r.evict_idle() == 1);  // only "idle"
   CHECK(r.find("idle") == nullptr);
   CHECK(r.find("held") == held);
   CHECK(r.find("sick") != nullptr);
   clock.advance(1min);
-  CHECK(r.evict_idle() == 1);   // "busy" is idle now
+  CHECK(r.evict_idle() == 1);  // "busy" is idle now
   CHECK(r.size() == 2);
   CHECK(r.evicted() == 2);
 }
@@ -146,9 +146,8 @@ TEST_CASE("breaker_registry: per-key options and a creation hook", "[breaker_reg
     return bo;
   };
   std::vector<std::string> created;
-  registry r(o, clock, [&](const std::string& key, registry::breaker_type&) {
-    created.push_back(key);
-  });
+  registry r(o, clock,
+             [&](const std::string& key, registry::breaker_type&) { created.push_back(key); });
   auto fragile = r.get("fragile").value();
   auto sturdy = r.get("sturdy").value();
   (void)r.get("fragile").value();
@@ -207,4 +206,29 @@ TEST_CASE("breaker_registry: operator states are never evicted", "[breaker_regis
   CHECK(r.evict_idle() == 1);
   CHECK(r.get("third").ok());
   CHECK(r.find("forced")->state() == breaker_state::forced_open);
+}
+
+TEST_CASE("breaker_registry: a creation that throws gives its reserved slot back",
+          "[breaker_registry]") {
+  manual_clock clock;
+  auto o = small_options(2);
+  o.options_for = [](const std::string& key) {
+    if (key == "unparsable") throw std::runtime_error("no config for " + key);
+    return sluice::circuit_breaker_options{};
+  };
+  bool hook_throws = true;
+  registry r(o, clock, [&](const std::string&, registry::breaker_type&) {
+    if (hook_throws) throw std::logic_error("hook");
+  });
+  for (int i = 0; i < 3; ++i) {
+    CHECK_THROWS_AS(r.get("unparsable"), std::runtime_error);
+    CHECK_THROWS_AS(r.get("k" + std::to_string(i)), std::logic_error);
+  }
+  CHECK(r.size() == 0);
+  hook_throws = false;
+  // The failed creations leaked nothing: the full capacity is still there.
+  CHECK(r.get("a").ok());
+  CHECK(r.get("b").ok());
+  CHECK(r.size() == 2);
+  CHECK(r.rejected() == 0);
 }
