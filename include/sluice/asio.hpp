@@ -7,5 +7,11 @@
 //   #include <sluice/asio.hpp>
 #pragma once
 
+#include "sluice/asio/cache.hpp"
 #include "sluice/asio/error.hpp"
+#include "sluice/asio/offload.hpp"
+#include "sluice/asio/pipeline.hpp"
+#include "sluice/asio/pool.hpp"
+#include "sluice/asio/rate_limiter.hpp"
+#include "sluice/asio/timeout.hpp"
 #include "sluice/sluice.hpp"
