@@ -77,7 +77,8 @@ enum class offload_priority : std::uint8_t { high = 0, normal = 1, low = 2 };
 // What a submission does when the queue is full.
 enum class offload_full_policy : std::uint8_t {
   reject,  // fail at once with ResourceExhausted (load shedding; never blocks the caller)
-  wait,    // block until there is room or the task's enqueue deadline passes
+  wait,    // block until there is room or the task's enqueue deadline passes (blocked submitters
+           // are woken when the queue has drained to half its capacity, not per free slot)
 };
 
 // What `shutdown` does with tasks still queued.
