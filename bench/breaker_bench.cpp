@@ -1,6 +1,6 @@
 // The circuit breaker's hot paths (see <sluice/circuit_breaker.hpp>) against a straightforward
 // mutex-based breaker written here as the baseline, measured in the same run. Figures and the
-// command that produced them: bench/results/breaker.md.
+// command that produced them: bench/RESULTS.md.
 //
 //   BM_breaker_execute_closed        execute() around an empty function, count-based window,
 //                                    slow-call detection off (steady_clock, never read)

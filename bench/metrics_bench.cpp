@@ -1,7 +1,7 @@
 // The update paths of sluice's metrics (<sluice/metrics.hpp>) against prometheus-cpp, the usual C++
 // client, in the same run: counter increment and histogram observe, alone and from 2 threads
 // sharing one metric. Both histograms use Prometheus' default bounds and observe the same values.
-// Figures and targets: bench/results/metrics.md.
+// Figures and targets: bench/RESULTS.md.
 #include <chrono>
 #include <cstddef>
 #include <random>

@@ -1,7 +1,7 @@
 // Redis client benchmarks: GET throughput on one pipelined connection and single-GET round trip,
 // against the server named by SLUICE_BENCH_REDIS_URL (skipped when unset). bench/redis/compare.sh
 // starts a server, runs these and redis-benchmark against it in the same run, and prints the
-// comparison recorded in bench/results/redis.md.
+// comparison recorded in bench/RESULTS.md.
 //
 // Both GET the key redis-benchmark uses ("key:__rand_int__", set to 3 bytes like its default -d 3),
 // with the connection's default 1 s command timeout armed, as an application would run it.

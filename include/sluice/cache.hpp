@@ -7,7 +7,7 @@
 // Eviction: `eviction_policy::tinylfu` (the default) keeps the entries that are requested most
 // often recently (a count-min sketch decides whether a newcomer may replace an old entry), with
 // a small LRU window that an adaptive climber grows when recency pays better; it matches LRU on
-// recency-heavy traces and beats it widely on frequency-heavy ones (see bench/results/cache.md).
+// recency-heavy traces and beats it widely on frequency-heavy ones (see bench/RESULTS.md).
 // `eviction_policy::lru` is plain least-recently-used.
 //
 // Expiry: entries expire `expire_after_write` after their last write (or after the `ttl` given to

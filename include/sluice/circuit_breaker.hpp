@@ -34,7 +34,7 @@
 // it is recorded (or takes a measured duration: `record_success(elapsed)`), and a call that took at
 // least that long counts as slow (whether it succeeded or failed).
 //
-// Costs (2-core AMD EPYC, release build; bench/results/breaker.md): execute() around an empty
+// Costs (2-core AMD EPYC, release build; bench/RESULTS.md): execute() around an empty
 // function with a count-based window and slow-call detection off ~15 ns, with no shared cache-line
 // write in the steady state, so two threads reach ~4x the throughput of a mutex-based breaker;
 // with a time-based window and slow-call detection on it reads the clock twice -- with

@@ -51,7 +51,7 @@ class cache_policy {
       sketch_.resize(static_cast<std::size_t>(std::max<std::uint64_t>(expected_entries, 1)));
       // 5x the capacity in requests: half of Caffeine's sample. On the ARC and LIRS traces it
       // adapts fast enough for large caches on short traces (OLTP at 10k entries) while staying
-      // as accurate at 1k entries (bench/results/cache.md).
+      // as accurate at 1k entries (bench/RESULTS.md).
       sample_size_ = std::max<std::uint64_t>(5 * std::max<std::uint64_t>(expected_entries, 1), 64);
       // Shrink first: the 1% window is already recency-light; the first sample tells which way
       // pays.
