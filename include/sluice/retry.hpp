@@ -319,15 +319,19 @@ class retry {
   }
 
   // Judges an exception thrown by attempt `attempt`: nothing when it must propagate, else the time
-  // to sleep until before the next attempt.
+  // to sleep until before the next attempt. Charges the budget as `after_attempt` does for a
+  // status: a retryable exception is a failure (the last attempt's too), one the predicate
+  // declines is an answer.
   template <class Ctx>
   std::optional<typename Clock::time_point> after_exception(Ctx& ctx, call_state& st, int attempt,
                                                             std::exception_ptr e) {
-    if (!opts_.retry_on_exception || !opts_.retry_on_exception(e) ||
-        attempt >= opts_.max_attempts) {
+    if (!opts_.retry_on_exception) return std::nullopt;
+    if (!opts_.retry_on_exception(e)) {
+      budget_->record_success();
       return std::nullopt;
     }
     budget_->record_failure();
+    if (attempt >= opts_.max_attempts) return std::nullopt;
     return plan_sleep(ctx, st, attempt,
                       opts_.honour_retry_after ? hint_of(ctx, absl::OkStatus()) : std::nullopt);
   }

@@ -360,3 +360,35 @@ TEST_CASE("retry: an unbounded backoff saturates instead of wrapping negative", 
   CHECK(clock.slept() > std::chrono::hours(24 * 365));  // slept "forever", not zero
   CHECK(fn.gaps()[0] > std::chrono::hours(24 * 365));
 }
+
+TEST_CASE("retry: the budget is charged the same for thrown and returned failures", "[retry]") {
+  // gRPC's rule: every retryable failure takes a token, the last attempt's included.
+  manual clock;
+  auto always = [](const std::exception_ptr&) { return true; };
+  sluice::token_bucket_retry_budget thrown_budget({.max_tokens = 10, .token_ratio = 1});
+  sluice::token_bucket_retry_budget returned_budget({.max_tokens = 10, .token_ratio = 1});
+  sluice::retry thrown_retry(
+      {.max_attempts = 2, .delay = sluice::backoff::constant(1ms), .retry_on_exception = always},
+      thrown_budget, clock);
+  sluice::retry returned_retry({.max_attempts = 2, .delay = sluice::backoff::constant(1ms)},
+                               returned_budget, clock);
+  CHECK_THROWS_AS(
+      thrown_retry.execute([]() -> absl::StatusOr<int> { throw std::runtime_error("down"); }),
+      std::runtime_error);
+  (void)returned_retry.execute(
+      []() -> absl::StatusOr<int> { return absl::UnavailableError("down"); });
+  CHECK(returned_budget.tokens() == 8.0);
+  CHECK(thrown_budget.tokens() == returned_budget.tokens());
+
+  // An exception the predicate does not retry is an answer, as a non-retryable status is: it
+  // refills like a success.
+  sluice::retry picky({.max_attempts = 2,
+                       .delay = sluice::backoff::constant(1ms),
+                       .retry_on_exception = [](const std::exception_ptr&) { return false; }},
+                      thrown_budget, clock);
+  CHECK_THROWS_AS(picky.execute([]() -> absl::StatusOr<int> { throw std::logic_error("bug"); }),
+                  std::logic_error);
+  (void)returned_retry.execute([]() -> absl::StatusOr<int> { return absl::NotFoundError("no"); });
+  CHECK(returned_budget.tokens() == 9.0);
+  CHECK(thrown_budget.tokens() == returned_budget.tokens());
+}
