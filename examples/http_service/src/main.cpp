@@ -1,14 +1,15 @@
 // main.cpp: sluice-service's entry point: flags, the asynchronous JSON logger, the application
 // state, the server, and the signal-driven graceful drain (SIGTERM/SIGINT -> stop accepting,
 // finish in-flight requests up to --drain-seconds, exit 0).
-#include <signal.h>
-
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
+#include <signal.h>
+
+#include "absl/synchronization/mutex.h"
 #include <spdlog/async.h>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/rotating_file_sink.h>
@@ -39,9 +40,9 @@ std::shared_ptr<spdlog::logger> make_logger(const service::config& cfg) {
     sink = std::make_shared<spdlog::sinks::rotating_file_sink_mt>(
         cfg.log_path, cfg.log_max_bytes, static_cast<std::size_t>(cfg.log_files));
   }
-  auto log = std::make_shared<spdlog::async_logger>("sluice", std::move(sink),
-                                                    spdlog::thread_pool(),
-                                                    spdlog::async_overflow_policy::overrun_oldest);
+  auto log =
+      std::make_shared<spdlog::async_logger>("sluice", std::move(sink), spdlog::thread_pool(),
+                                             spdlog::async_overflow_policy::overrun_oldest);
   // One JSON object per line: the time (UTC, microseconds) and level come from the pattern, the
   // message carries the remaining "key":value pairs.
   log->set_formatter(std::make_unique<spdlog::pattern_formatter>(
@@ -61,6 +62,9 @@ std::shared_ptr<spdlog::logger> make_logger(const service::config& cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Distribution builds of Abseil (Debian's) keep absl::Mutex's deadlock detector on, which makes
+  // every lock update a process-wide graph; a production binary turns it off.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   service::config cfg = service::load_config(argc, argv);
   if (cfg.processes > 1) return service::run_supervisor(cfg, argc, argv);
 
