@@ -16,9 +16,8 @@
 #include <utility>
 #include <vector>
 
-#include <benchmark/benchmark.h>
-
 #include "absl/synchronization/mutex.h"
+#include <benchmark/benchmark.h>
 
 #include <sluice/cache.hpp>
 
@@ -88,8 +87,8 @@ const std::vector<std::uint64_t>& zipf_trace() {
     std::uniform_real_distribution<double> u(0, sum);
     std::vector<std::uint64_t> t(trace_len);
     for (auto& k : t) {
-      const auto rank =
-          static_cast<std::uint64_t>(std::lower_bound(cdf.begin(), cdf.end(), u(rng)) - cdf.begin());
+      const auto rank = static_cast<std::uint64_t>(
+          std::lower_bound(cdf.begin(), cdf.end(), u(rng)) - cdf.begin());
       k = sluice::detail::mix64(rank) % key_space;
     }
     return t;

@@ -11,9 +11,8 @@
 #include <random>
 #include <vector>
 
-#include <benchmark/benchmark.h>
-
 #include "absl/synchronization/mutex.h"
+#include <benchmark/benchmark.h>
 
 #include <sluice/clock.hpp>
 #include <sluice/gcra_limiter.hpp>
@@ -29,8 +28,8 @@ using namespace std::chrono_literals;
 // when a limiter protects a service from a flood. The `_all_admitted` variants use a limiter that
 // never refuses (1e9/s, burst 1e6): every call then writes the shared state, the worst case.
 constexpr sluice::rate_limit_options flood_limits{.rate = 1'000'000, .period = 1s, .burst = 1'000};
-constexpr sluice::rate_limit_options open_limits{.rate = 1'000'000'000, .period = 1s,
-                                                 .burst = 1'000'000};
+constexpr sluice::rate_limit_options open_limits{
+    .rate = 1'000'000'000, .period = 1s, .burst = 1'000'000};
 
 // The baseline: the textbook token bucket behind a std::mutex (what a service writes by hand),
 // reading the same clock as the sluice figure it is compared with.
@@ -38,8 +37,7 @@ template <class Clock>
 class mutex_token_bucket {
  public:
   explicit mutex_token_bucket(const sluice::rate_limit_options& o)
-      : rate_per_ns_(static_cast<double>(o.rate) /
-                     static_cast<double>(o.period.count())),
+      : rate_per_ns_(static_cast<double>(o.rate) / static_cast<double>(o.period.count())),
         burst_(static_cast<double>(o.burst)),
         tokens_(burst_),
         last_(Clock::now()) {}
@@ -72,8 +70,8 @@ void run(benchmark::State& state, Limiter& limiter) {
     admitted += static_cast<bool>(r) ? 1 : 0;
     benchmark::DoNotOptimize(r);
   }
-  state.counters["admitted_frac"] = static_cast<double>(admitted) /
-                                    static_cast<double>(state.iterations());
+  state.counters["admitted_frac"] =
+      static_cast<double>(admitted) / static_cast<double>(state.iterations());
 }
 
 sluice::gcra_limiter<sluice::coarse_clock> g_gcra(flood_limits);
@@ -111,8 +109,8 @@ void BM_gcra_try_acquire_caller_now(benchmark::State& state) {
     admitted += r.allowed ? 1 : 0;
     benchmark::DoNotOptimize(r);
   }
-  state.counters["admitted_frac"] = static_cast<double>(admitted) /
-                                    static_cast<double>(state.iterations());
+  state.counters["admitted_frac"] =
+      static_cast<double>(admitted) / static_cast<double>(state.iterations());
 }
 BENCHMARK(BM_gcra_try_acquire_caller_now)->Threads(1)->Threads(2)->UseRealTime();
 

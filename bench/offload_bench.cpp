@@ -2,8 +2,6 @@
 // boost::asio::thread_pool with the same number of worker threads, submitted from one thread.
 // Counters: tasks/s (items_per_second) and the submit-to-start latency p50/p99 of every 256th
 // task, measured the same way for both.
-#include <sluice/offload.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -13,6 +11,8 @@
 #include <benchmark/benchmark.h>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+
+#include <sluice/offload.hpp>
 
 namespace {
 

@@ -1,9 +1,5 @@
 // Pool benchmarks: sluice::pool acquire + release against a mutex + condition_variable pool
 // written here as the baseline, uncontended and with two threads sharing one pool.
-#include <sluice/pool.hpp>
-
-#include <sluice/clock.hpp>
-
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -11,6 +7,9 @@
 #include <vector>
 
 #include <benchmark/benchmark.h>
+
+#include <sluice/clock.hpp>
+#include <sluice/pool.hpp>
 
 namespace {
 

@@ -18,14 +18,14 @@
 //                      below it at any capacity.
 // --seed N             seeds the key hash (default 0); the figures vary by a few tenths of a
 //                      point between seeds, as they do between runs of a process using absl::Hash.
-#include <zlib.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include <zlib.h>
 
 #include <sluice/cache.hpp>
 
@@ -132,8 +132,8 @@ bool load(const args& a, std::vector<std::uint64_t>& keys) {
 
 double replay(const std::vector<std::uint64_t>& keys, std::size_t capacity,
               sluice::eviction_policy policy, std::uint64_t seed) {
-  using cache_type = sluice::cache<std::uint64_t, std::uint8_t, std::chrono::steady_clock,
-                                   seeded_hash>;
+  using cache_type =
+      sluice::cache<std::uint64_t, std::uint8_t, std::chrono::steady_clock, seeded_hash>;
   cache_type c({.max_entries = capacity, .policy = policy, .shards = 1, .background_sweep = false});
   hash_seed = seed;
   std::uint64_t hits = 0;
@@ -159,13 +159,17 @@ int main(int argc, char** argv) {
   const bool run_tinylfu = a.policy != "lru";
   const bool run_lru = a.policy != "tinylfu" || a.compare_lru >= 0;
   std::printf("trace %s: %zu requests\n", a.path.c_str(), keys.size());
-  std::printf("%10s %10s %10s\n", "capacity", run_tinylfu ? "tinylfu %" : "", run_lru ? "lru %" : "");
+  std::printf("%10s %10s %10s\n", "capacity", run_tinylfu ? "tinylfu %" : "",
+              run_lru ? "lru %" : "");
   int status = 0;
   for (std::size_t cap : a.capacities) {
     const double t = run_tinylfu ? replay(keys, cap, sluice::eviction_policy::tinylfu, a.seed) : -1;
     const double l = run_lru ? replay(keys, cap, sluice::eviction_policy::lru, a.seed) : -1;
     std::printf("%10zu", cap);
-    if (run_tinylfu) std::printf(" %10.2f", t); else std::printf(" %10s", "");
+    if (run_tinylfu)
+      std::printf(" %10.2f", t);
+    else
+      std::printf(" %10s", "");
     if (run_lru) std::printf(" %10.2f", l);
     std::printf("\n");
     const double measured = run_tinylfu ? t : l;
@@ -175,8 +179,9 @@ int main(int argc, char** argv) {
       status = 1;
     }
     if (a.compare_lru >= 0 && run_tinylfu && t < l - a.compare_lru) {
-      std::printf("FAIL: capacity %zu: tinylfu %.2f %% is more than %.2f points below lru %.2f %%\n",
-                  cap, t, a.compare_lru, l);
+      std::printf(
+          "FAIL: capacity %zu: tinylfu %.2f %% is more than %.2f points below lru %.2f %%\n", cap,
+          t, a.compare_lru, l);
       status = 1;
     }
   }

@@ -21,10 +21,10 @@ struct price_service {
 
 int main() {
   sluice::circuit_breaker_options options;
-  options.minimum_calls = 5;                                 // judge after 5 calls
-  options.failure_rate_threshold = 0.5;                      // trip at 50% failures
-  options.open_duration = std::chrono::milliseconds(200);    // then probe after 200 ms
-  options.half_open_probes = 2;                              // 2 good probes close it
+  options.minimum_calls = 5;                               // judge after 5 calls
+  options.failure_rate_threshold = 0.5;                    // trip at 50% failures
+  options.open_duration = std::chrono::milliseconds(200);  // then probe after 200 ms
+  options.half_open_probes = 2;                            // 2 good probes close it
   auto created = sluice::circuit_breaker<>::create(options);
   if (!created.ok()) {
     std::fprintf(stderr, "bad options: %s\n", std::string(created.status().message()).c_str());

@@ -9,6 +9,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
 #include <sluice/asio/offload.hpp>
 #include <sluice/offload.hpp>
 
@@ -24,9 +25,9 @@ int main() {
   sluice::offload_executor cpu({.threads = 2, .queue_capacity = 64});
 
   // A future, with a priority and a deadline for starting.
-  auto digest = cpu.submit([] { return expensive(1); },
-                           {.priority = sluice::offload_priority::high,
-                            .deadline = std::chrono::steady_clock::now() + 1s});
+  auto digest =
+      cpu.submit([] { return expensive(1); }, {.priority = sluice::offload_priority::high,
+                                               .deadline = std::chrono::steady_clock::now() + 1s});
   if (!digest.ok()) return std::printf("refused: %s\n", digest.status().ToString().c_str()), 1;
   std::printf("digest %llx\n", static_cast<unsigned long long>(digest->get()));
 
@@ -35,8 +36,8 @@ int main() {
   boost::asio::co_spawn(
       io,
       [&]() -> boost::asio::awaitable<std::uint64_t> {
-        co_return co_await sluice::asio::offload(cpu, [] { return expensive(2); },
-                                                 boost::asio::use_awaitable);
+        co_return co_await sluice::asio::offload(
+            cpu, [] { return expensive(2); }, boost::asio::use_awaitable);
       },
       [](std::exception_ptr ep, std::uint64_t v) {
         if (ep) return std::puts("offload failed");

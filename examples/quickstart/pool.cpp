@@ -11,6 +11,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
 #include <sluice/asio/pool.hpp>
 #include <sluice/pool.hpp>
 
@@ -27,8 +28,8 @@ int main() {
     return db_connection{++next_id};
   };
   factory.validate = [](db_connection&) { return absl::OkStatus(); };  // a ping
-  auto made = sluice::pool<db_connection>::make(std::move(factory),
-                                                {.max_size = 2, .max_waiters = 0});
+  auto made =
+      sluice::pool<db_connection>::make(std::move(factory), {.max_size = 2, .max_waiters = 0});
   if (!made.ok()) return std::printf("bad options: %s\n", made.status().ToString().c_str()), 1;
   auto& pool = *made;
 
@@ -36,9 +37,9 @@ int main() {
     auto lease = pool.acquire(100ms);  // opens connection 1
     if (!lease.ok()) return std::printf("%s\n", lease.status().ToString().c_str()), 1;
     if (!(*lease)->query("SELECT 1")) lease->mark_broken();  // a broken one is discarded
-  }  // returned here
-  auto a = pool.acquire(100ms);  // reuses connection 1
-  auto b = pool.acquire(100ms);  // opens connection 2
+  }                                                          // returned here
+  auto a = pool.acquire(100ms);                              // reuses connection 1
+  auto b = pool.acquire(100ms);                              // opens connection 2
   auto c = pool.acquire(100ms);  // max_size reached, no waiting allowed: typed failure
   std::printf("a=%d b=%d c: %s\n", (*a)->id, (*b)->id, c.status().ToString().c_str());
   a->release();

@@ -75,6 +75,7 @@
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/cache/sweeper.hpp"
 #include "sluice/detail/cache_line.hpp"
 #include "sluice/detail/cache_node.hpp"
@@ -140,7 +141,8 @@ struct cache_options {
 
   // Returns InvalidArgument naming the first invalid field, else OK.
   [[nodiscard]] absl::Status validate() const {
-    if (max_entries == 0) return absl::InvalidArgumentError("cache_options: max_entries must be > 0");
+    if (max_entries == 0)
+      return absl::InvalidArgumentError("cache_options: max_entries must be > 0");
     if (expire_after_write.count() < 0 || expire_after_access.count() < 0 ||
         negative_ttl.count() < 0 || refresh_after.count() < 0 || stale_for.count() < 0) {
       return absl::InvalidArgumentError("cache_options: durations must not be negative");
@@ -426,7 +428,6 @@ class cache final : private detail::cache_sweepable {
     return r;
   }
 
-
  private:
   struct flight;
 
@@ -560,7 +561,6 @@ class cache final : private detail::cache_sweepable {
     // Asynchronous waiters (when_loaded), called after the result is set.
     std::vector<std::function<void(const absl::StatusOr<Value>&)>> waiters ABSL_GUARDED_BY(mu);
   };
-
 
   // Hits recorded since the last replay into the policy; 32 pointers: a replay every 32 hits
   // amortises the policy's cache misses while keeping the batch (and lock hold) short.

@@ -40,6 +40,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/detail/gcra.hpp"
 #include "sluice/rate_limit.hpp"
 
@@ -71,9 +72,7 @@ class gcra_limiter {
     bool ok() const noexcept { return outcome_ == detail::gcra::verdict::allowed; }
     explicit operator bool() const noexcept { return ok(); }
     // Returns whether the request can never be granted (n > burst).
-    bool exceeds_burst() const noexcept {
-      return outcome_ == detail::gcra::verdict::exceeds_burst;
-    }
+    bool exceeds_burst() const noexcept { return outcome_ == detail::gcra::verdict::exceeds_burst; }
     // Returns how long the caller must wait from the time of `reserve()` before using the units
     // (for a refused reservation: the wait that was refused; 0 when n > burst).
     std::chrono::nanoseconds delay() const noexcept { return delay_; }
@@ -107,8 +106,7 @@ class gcra_limiter {
 
   // Creates a full limiter. Precondition: `opts.validate()` is OK (use `create()` to check);
   // otherwise the values are clamped (rate >= 1, burst >= 1, interval >= 1 ns).
-  explicit gcra_limiter(const options& opts, Clock clock = Clock())
-      : clock_(std::move(clock)) {
+  explicit gcra_limiter(const options& opts, Clock clock = Clock()) : clock_(std::move(clock)) {
     const auto p = to_params(opts);
     interval_.store(p.emission_interval, std::memory_order_relaxed);
     burst_.store(p.burst, std::memory_order_relaxed);
@@ -165,14 +163,13 @@ class gcra_limiter {
 
   // Reserves `n` units now, to be used after `reservation::delay()`; refused (nothing charged) if
   // n > burst or the wait would exceed `max_wait`. Lock-free; no allocation.
-  reservation reserve(std::uint64_t n = 1,
-                      std::chrono::nanoseconds max_wait = std::chrono::nanoseconds::max()) noexcept {
+  reservation reserve(std::uint64_t n = 1, std::chrono::nanoseconds max_wait =
+                                               std::chrono::nanoseconds::max()) noexcept {
     return reserve(n, max_wait, clock_.now());
   }
 
   // As `reserve(n, max_wait)` at the caller's time `now`.
-  reservation reserve(std::uint64_t n, std::chrono::nanoseconds max_wait,
-                      time_point now) noexcept {
+  reservation reserve(std::uint64_t n, std::chrono::nanoseconds max_wait, time_point now) noexcept {
     const std::int64_t now_ns = to_ns(now);
     const detail::gcra::params p = load_params();
     const std::int64_t units = clamp_units(n);
@@ -252,8 +249,8 @@ class gcra_limiter {
     detail::gcra::params p;
     const std::int64_t t = opts.emission_interval().count();
     p.emission_interval = t < 1 ? 1 : t;
-    const std::uint64_t max_burst = (std::uint64_t{1} << 61) / static_cast<std::uint64_t>(
-                                                                     p.emission_interval);
+    const std::uint64_t max_burst =
+        (std::uint64_t{1} << 61) / static_cast<std::uint64_t>(p.emission_interval);
     const std::uint64_t b = opts.burst < 1 ? 1 : (opts.burst > max_burst ? max_burst : opts.burst);
     p.burst = static_cast<std::int64_t>(b);
     return p;
@@ -305,8 +302,8 @@ class gcra_limiter {
     r.allowed = d.outcome == detail::gcra::verdict::allowed;
     r.limit = static_cast<std::uint64_t>(p.burst);
     r.remaining = static_cast<std::uint64_t>(d.remaining);
-    r.retry_after = d.retry_after < 0 ? rate_limit_result::never()
-                                      : std::chrono::nanoseconds(d.retry_after);
+    r.retry_after =
+        d.retry_after < 0 ? rate_limit_result::never() : std::chrono::nanoseconds(d.retry_after);
     r.reset_after = std::chrono::nanoseconds(d.reset_after);
     return r;
   }

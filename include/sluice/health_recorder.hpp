@@ -1,10 +1,10 @@
 // sluice/health_recorder.hpp
 //
 // `sluice::health_recorder` remembers the outcomes of recent calls to a dependency -- success,
-// failure, or ignored, each possibly also "slow" -- in a sliding window, and answers "how healthy is
-// it?" with a cheap snapshot {calls, failures, slow_calls, failure_rate, slow_call_rate}. The circuit
-// breaker judges its failure and slow-call thresholds with it; the retry budget and the adaptive
-// concurrency limiter read it too.
+// failure, or ignored, each possibly also "slow" -- in a sliding window, and answers "how healthy
+// is it?" with a cheap snapshot {calls, failures, slow_calls, failure_rate, slow_call_rate}. The
+// circuit breaker judges its failure and slow-call thresholds with it; the retry budget and the
+// adaptive concurrency limiter read it too.
 //
 // Two kinds of window:
 //   - count-based (the default): the outcomes of the last `window_size` calls. It never reads the
@@ -21,12 +21,13 @@
 //   - Count-based: one ring of `window_size` outcome bytes. Threads do not share a cursor per call:
 //     each thread's stripe reserves a chunk of consecutive ring slots (`chunk()`: an eighth of
 //     the window, at most 64) from a shared chunk cursor and fills it call by call; a thread that
-//     meets another on its stripe moves to another stripe (detail/breaker_stripe.hpp). Aggregate counters change only when a
-//     slot's outcome changes, by exactly the difference (an atomic exchange of the slot), so at
-//     quiescence `calls`/`failures`/`slow_calls` equal the ring's contents exactly. The one
-//     approximation: a chunk a thread has reserved but not yet filled still holds the outcomes of
-//     the previous lap, so with T threads recording, up to T*(chunk-1) of the N remembered outcomes
-//     may be up to N + T*chunk calls old instead of N. With one thread the window is exact.
+//     meets another on its stripe moves to another stripe (detail/breaker_stripe.hpp). Aggregate
+//     counters change only when a slot's outcome changes, by exactly the difference (an atomic
+//     exchange of the slot), so at quiescence `calls`/`failures`/`slow_calls` equal the ring's
+//     contents exactly. The one approximation: a chunk a thread has reserved but not yet filled
+//     still holds the outcomes of the previous lap, so with T threads recording, up to T*(chunk-1)
+//     of the N remembered outcomes may be up to N + T*chunk calls old instead of N. With one thread
+//     the window is exact.
 //   - Time-based: per-stripe buckets (a 32-bit bucket number packed with each 32-bit counter, so a
 //     stale bucket is recognised and restarted with one CAS); counters saturate, never wrap. The
 //     window covers the current, partial bucket plus the `buckets - 1` before it, so it spans
@@ -44,8 +45,9 @@
 //
 // Thread safety: all member functions may be called concurrently. A recorder is movable (its
 //                window lives on the heap) but must not be moved while other threads use it.
-// Time: read from the injected clock (default std::chrono::steady_clock) by time-based windows only.
-// Errors: invalid options are rejected by `create` with InvalidArgument (the constructor throws
+// Time: read from the injected clock (default std::chrono::steady_clock) by time-based windows
+// only. Errors: invalid options are rejected by `create` with InvalidArgument (the constructor
+// throws
 //         std::invalid_argument for them); recording and snapshots never fail, throw or allocate.
 //
 // Example:
@@ -68,6 +70,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/detail/breaker_stripe.hpp"
 #include "sluice/detail/cache_line.hpp"
 
@@ -83,9 +86,12 @@ enum class call_outcome : std::uint8_t {
 // Returns the outcome's name ("success", "failure", "ignored").
 constexpr const char* to_string(call_outcome o) noexcept {
   switch (o) {
-    case call_outcome::success: return "success";
-    case call_outcome::failure: return "failure";
-    case call_outcome::ignored: return "ignored";
+    case call_outcome::success:
+      return "success";
+    case call_outcome::failure:
+      return "failure";
+    case call_outcome::ignored:
+      return "ignored";
   }
   return "unknown";
 }
@@ -153,7 +159,7 @@ class health_recorder {
 
   // Creates a recorder, or returns InvalidArgument if `opts` is invalid. Allocates the window.
   [[nodiscard]] static absl::StatusOr<health_recorder> create(const health_recorder_options& opts,
-                                                Clock clock = Clock()) {
+                                                              Clock clock = Clock()) {
     if (absl::Status st = validate(opts); !st.ok()) return st;
     return health_recorder(opts, clock, valid_tag{});
   }
@@ -343,8 +349,7 @@ class health_recorder {
   // Reserves the next ring slot for the calling thread's stripe.
   std::size_t next_slot() noexcept {
     for (;;) {
-      std::atomic<std::uint64_t>& cell =
-          cursors_[detail::stripe_hint() & stripe_mask_].value.word;
+      std::atomic<std::uint64_t>& cell = cursors_[detail::stripe_hint() & stripe_mask_].value.word;
       // Relaxed: the word only hands out slot numbers; ring bytes are atomics of their own.
       std::uint64_t w = cell.load(std::memory_order_relaxed);
       const std::uint64_t used = w & used_mask;
@@ -433,8 +438,8 @@ class health_recorder {
                          a.slow.load(std::memory_order_relaxed));
   }
 
-  std::int64_t live_count(const std::atomic<std::uint64_t>& w, std::uint32_t now_epoch) const
-      noexcept {
+  std::int64_t live_count(const std::atomic<std::uint64_t>& w,
+                          std::uint32_t now_epoch) const noexcept {
     const std::uint64_t v = w.load(std::memory_order_relaxed);
     const auto age = static_cast<std::int32_t>(now_epoch - static_cast<std::uint32_t>(v >> 32));
     const auto span = static_cast<std::int32_t>(bucket_count_);

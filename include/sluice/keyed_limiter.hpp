@@ -16,8 +16,8 @@
 // `Limiter` is any sluice limiter with `options`, a `(options, clock)` constructor, a move
 // constructor, `try_acquire(n, now)`, `set_limits(options)` and `reset()`: gcra_limiter (the
 // default; a key then takes one 64-byte cache line with an 8-byte key), token_bucket,
-// sliding_window_limiter. Keys must be copy-constructible and copy-assignable (a key is stored once,
-// in its slot); `Hash` and `Eq` must be stateless (default-constructed where needed), as
+// sliding_window_limiter. Keys must be copy-constructible and copy-assignable (a key is stored
+// once, in its slot); `Hash` and `Eq` must be stateless (default-constructed where needed), as
 // absl::Hash and std::equal_to are. The clock is read once per decision.
 //
 // Idle keys: a key not seen for `idle_timeout` is removed, a few at a time on every decision
@@ -52,6 +52,7 @@
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/detail/cache_line.hpp"
 #include "sluice/detail/mutex.hpp"
 #include "sluice/detail/random.hpp"
@@ -223,7 +224,8 @@ class keyed_limiter {
   static constexpr int lazy_sweep_batch = 2;
 
   struct node_fields {
-    node_fields(const Key& k, const limiter_options& o, const clock_type& c) : key(k), limiter(o, c) {}
+    node_fields(const Key& k, const limiter_options& o, const clock_type& c)
+        : key(k), limiter(o, c) {}
     node_fields(node_fields&&) noexcept = default;
     Key key;
     Limiter limiter;
@@ -235,7 +237,7 @@ class keyed_limiter {
   // One cache line per key when it fits (the default GCRA limiter with an 8-byte key does), so a
   // decision on a cold key costs one miss for its state.
   struct alignas(sizeof(node_fields) <= detail::cache_line_size ? detail::cache_line_size
-                                                                 : alignof(node_fields)) node
+                                                                : alignof(node_fields)) node
       : node_fields {
     using node_fields::node_fields;
   };
@@ -295,8 +297,14 @@ class keyed_limiter {
 
   void unlink(shard& s, std::uint32_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     node& nd = s.nodes[i];
-    if (nd.prev != npos) s.nodes[nd.prev].next = nd.next; else s.head = nd.next;
-    if (nd.next != npos) s.nodes[nd.next].prev = nd.prev; else s.tail = nd.prev;
+    if (nd.prev != npos)
+      s.nodes[nd.prev].next = nd.next;
+    else
+      s.head = nd.next;
+    if (nd.next != npos)
+      s.nodes[nd.next].prev = nd.prev;
+    else
+      s.tail = nd.prev;
     nd.prev = nd.next = npos;
   }
 
@@ -305,7 +313,10 @@ class keyed_limiter {
     nd.stamp = ++s.tick;
     nd.prev = npos;
     nd.next = s.head;
-    if (s.head != npos) s.nodes[s.head].prev = i; else s.tail = i;
+    if (s.head != npos)
+      s.nodes[s.head].prev = i;
+    else
+      s.tail = i;
     s.head = i;
   }
 
@@ -362,7 +373,8 @@ class keyed_limiter {
     return i;
   }
 
-  void expire_some(shard& s, time_point now, std::uint32_t keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  void expire_some(shard& s, time_point now, std::uint32_t keep)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     for (int k = 0; k < lazy_sweep_batch; ++k) {
       if (s.tail == npos || s.tail == keep || !is_idle(s.nodes[s.tail], now)) return;
       remove(s, s.tail);

@@ -37,6 +37,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+
 #include "sluice/adaptive_limiter.hpp"
 #include "sluice/concurrency_limiter.hpp"
 #include "sluice/gcra_limiter.hpp"
@@ -55,8 +56,8 @@ enum class shed_reason : std::uint8_t {
 
 // The server's request queue as the caller sees it now.
 struct queue_state {
-  std::size_t depth = 0;                  // requests waiting
-  std::size_t capacity = 0;               // the queue's bound; 0: unbounded / not checked
+  std::size_t depth = 0;                    // requests waiting
+  std::size_t capacity = 0;                 // the queue's bound; 0: unbounded / not checked
   std::chrono::nanoseconds oldest_wait{0};  // how long the oldest waiting request has waited
 };
 
@@ -102,7 +103,8 @@ class admission {
   // refusal (the message).
   absl::Status status() const {
     switch (reason_) {
-      case shed_reason::none: return absl::OkStatus();
+      case shed_reason::none:
+        return absl::OkStatus();
       case shed_reason::rate_limited:
         return absl::ResourceExhaustedError(std::string("load shed: rate limited"));
       case shed_reason::queue_full:
@@ -159,9 +161,8 @@ class load_shedder {
       if (!a.rate_->allowed) {
         a.permit_.reset();  // an unused permit: an adaptive limiter counts it as ignored
         a.reason_ = shed_reason::rate_limited;
-        a.retry_after_ = a.rate_->retry_after == rate_limit_result::never()
-                             ? a.rate_->reset_after
-                             : a.rate_->retry_after;
+        a.retry_after_ = a.rate_->retry_after == rate_limit_result::never() ? a.rate_->reset_after
+                                                                            : a.rate_->retry_after;
         return a;
       }
     }

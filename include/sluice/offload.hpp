@@ -63,6 +63,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/detail/cache_line.hpp"
 #include "sluice/detail/clock.hpp"
 #include "sluice/detail/mutex.hpp"
@@ -118,14 +119,14 @@ struct offload_options {
 // A snapshot of gauges and counters.
 struct offload_stats {
   std::size_t threads = 0;
-  std::size_t queue_depth = 0;   // queued, not yet running
-  std::size_t active = 0;        // workers running tasks now
-  std::uint64_t submitted = 0;   // accepted into the queue
-  std::uint64_t completed = 0;   // ran (including those that threw)
-  std::uint64_t failed = 0;      // execute() tasks that threw
-  std::uint64_t rejected = 0;    // refused: queue full
-  std::uint64_t expired = 0;     // dropped: deadline passed while queued
-  std::uint64_t cancelled = 0;   // dropped: shutdown(cancel)
+  std::size_t queue_depth = 0;                 // queued, not yet running
+  std::size_t active = 0;                      // workers running tasks now
+  std::uint64_t submitted = 0;                 // accepted into the queue
+  std::uint64_t completed = 0;                 // ran (including those that threw)
+  std::uint64_t failed = 0;                    // execute() tasks that threw
+  std::uint64_t rejected = 0;                  // refused: queue full
+  std::uint64_t expired = 0;                   // dropped: deadline passed while queued
+  std::uint64_t cancelled = 0;                 // dropped: shutdown(cancel)
   std::chrono::nanoseconds queue_wait_p50{0};  // sampled submit-to-start latency
   std::chrono::nanoseconds queue_wait_p99{0};
   std::uint64_t queue_wait_samples = 0;
@@ -231,16 +232,16 @@ class basic_offload_executor {
   // Queues `fn()` fire-and-forget. An exception from fn is caught and counted in stats().failed.
   template <class Fn>
   absl::Status execute(Fn&& fn, const task_options& opts = {}) {
-    return push(detail::offload_task([this, f = std::forward<Fn>(fn)](
-                                         const absl::Status& fate) mutable {
-                  if (!fate.ok()) return;
-                  try {
-                    f();
-                  } catch (...) {
-                    failed_.fetch_add(1, std::memory_order_relaxed);
-                  }
-                }),
-                opts);
+    return push(
+        detail::offload_task([this, f = std::forward<Fn>(fn)](const absl::Status& fate) mutable {
+          if (!fate.ok()) return;
+          try {
+            f();
+          } catch (...) {
+            failed_.fetch_add(1, std::memory_order_relaxed);
+          }
+        }),
+        opts);
   }
 
   // Queues `fn()` and returns a future of its result. future::get() rethrows fn's exception, or
@@ -250,25 +251,24 @@ class basic_offload_executor {
   absl::StatusOr<std::future<R>> submit(Fn&& fn, const task_options& opts = {}) {
     auto promise = std::make_unique<std::promise<R>>();
     std::future<R> future = promise->get_future();
-    absl::Status st = push(
-        detail::offload_task([p = std::move(promise), f = std::forward<Fn>(fn)](
-                                 const absl::Status& fate) mutable {
-          if (!fate.ok()) {
-            p->set_exception(std::make_exception_ptr(offload_error(fate)));
-            return;
-          }
-          try {
-            if constexpr (std::is_void_v<R>) {
-              f();
-              p->set_value();
-            } else {
-              p->set_value(f());
-            }
-          } catch (...) {
-            p->set_exception(std::current_exception());
-          }
-        }),
-        opts);
+    absl::Status st = push(detail::offload_task([p = std::move(promise), f = std::forward<Fn>(fn)](
+                                                    const absl::Status& fate) mutable {
+                             if (!fate.ok()) {
+                               p->set_exception(std::make_exception_ptr(offload_error(fate)));
+                               return;
+                             }
+                             try {
+                               if constexpr (std::is_void_v<R>) {
+                                 f();
+                                 p->set_value();
+                               } else {
+                                 p->set_value(f());
+                               }
+                             } catch (...) {
+                               p->set_exception(std::current_exception());
+                             }
+                           }),
+                           opts);
     if (!st.ok()) return st;
     return future;
   }
@@ -413,21 +413,22 @@ class basic_offload_executor {
       if (depth_locked() >= capacity_) {
         if (options_.full_policy == offload_full_policy::reject) {
           rejected_.fetch_add(1, std::memory_order_relaxed);
-          return absl::ResourceExhaustedError("sluice::offload: queue full (depth=" +
-                                              std::to_string(depth_locked()) + ")");
+          return absl::ResourceExhaustedError(
+              "sluice::offload: queue full (depth=" + std::to_string(depth_locked()) + ")");
         }
         const time_point until = std::min(opts.deadline, opts.enqueue_deadline);
         ++space_waiters_;
         // wait_until calls the predicate with mu_ held; the analysis cannot see through it.
-        const bool room = detail::wait_until(clock_, space_cv_, mu_, until,
-                                             [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                                               return stopping_ || depth_locked() < capacity_;
-                                             });
+        const bool room =
+            detail::wait_until(clock_, space_cv_, mu_, until, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+              return stopping_ || depth_locked() < capacity_;
+            });
         --space_waiters_;
         if (stopping_) return absl::CancelledError("sluice::offload: shut down");
         if (!room) {
           rejected_.fetch_add(1, std::memory_order_relaxed);
-          return absl::DeadlineExceededError("sluice::offload: no room in the queue by the deadline");
+          return absl::DeadlineExceededError(
+              "sluice::offload: no room in the queue by the deadline");
         }
       }
       entry e;

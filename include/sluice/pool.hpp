@@ -46,8 +46,8 @@
 //
 // Example:
 //   sluice::pool_factory<db_conn> factory{
-//       .create = [](auto deadline) -> absl::StatusOr<db_conn> { return db_conn::open(url, deadline); },
-//       .validate = [](db_conn& c) { return c.ping(); },
+//       .create = [](auto deadline) -> absl::StatusOr<db_conn> { return db_conn::open(url,
+//       deadline); }, .validate = [](db_conn& c) { return c.ping(); },
 //   };
 //   auto pool = sluice::pool<db_conn>::make(std::move(factory), {.max_size = 16}).value();
 //   if (auto lease = pool.acquire(std::chrono::milliseconds(200)); lease.ok()) {
@@ -71,6 +71,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/detail/cache_line.hpp"
 #include "sluice/detail/clock.hpp"
 #include "sluice/detail/mutex.hpp"
@@ -110,14 +111,14 @@ struct pool_factory {
 
 // What happened, for metrics and logs (see `pool_options::on_event`).
 enum class pool_event_kind {
-  created,            // a connection was opened
-  create_failed,      // the factory failed; `status` says why
-  closed,             // a connection was closed; `reason` says why
-  leak_detected,      // a lease has been held longer than the threshold; `site`, `held_for`
-  backend_down,       // the first create failure after a healthy period
-  backend_up,         // the first create success after an outage
-  acquire_timeout,    // an acquire gave up at its deadline
-  exhausted,          // an acquire was refused because the waiter queue was full
+  created,          // a connection was opened
+  create_failed,    // the factory failed; `status` says why
+  closed,           // a connection was closed; `reason` says why
+  leak_detected,    // a lease has been held longer than the threshold; `site`, `held_for`
+  backend_down,     // the first create failure after a healthy period
+  backend_up,       // the first create success after an outage
+  acquire_timeout,  // an acquire gave up at its deadline
+  exhausted,        // an acquire was refused because the waiter queue was full
 };
 
 // Why a connection was closed.
@@ -152,10 +153,10 @@ struct pool_stats {
   std::uint64_t closed = 0;         // connections closed
   std::uint64_t create_failures = 0;
   std::uint64_t validation_failures = 0;
-  std::uint64_t timeouts = 0;       // acquires that hit their deadline
-  std::uint64_t exhausted = 0;      // acquires refused with a full waiter queue
-  std::uint64_t leaks = 0;          // leases reported as leaked
-  bool backend_down = false;        // the last create failed and none has succeeded since
+  std::uint64_t timeouts = 0;   // acquires that hit their deadline
+  std::uint64_t exhausted = 0;  // acquires refused with a full waiter queue
+  std::uint64_t leaks = 0;      // leases reported as leaked
+  bool backend_down = false;    // the last create failed and none has succeeded since
 };
 
 // Returns "size=.. idle=.. in_use=.. waiters=..", the form error messages carry.
@@ -211,12 +212,12 @@ struct pool_options {
 
 // What one `maintain()` pass did.
 struct pool_maintenance_report {
-  std::size_t evicted_idle = 0;      // closed for idle_timeout
-  std::size_t expired = 0;           // closed for max_lifetime
-  std::size_t keepalive_checked = 0; // validated because idle past keepalive_interval
-  std::size_t keepalive_failed = 0;  // ... and closed because validation failed
-  std::size_t created = 0;           // opened to restore min_idle
-  std::size_t leaks_reported = 0;    // leases newly reported as leaked
+  std::size_t evicted_idle = 0;       // closed for idle_timeout
+  std::size_t expired = 0;            // closed for max_lifetime
+  std::size_t keepalive_checked = 0;  // validated because idle past keepalive_interval
+  std::size_t keepalive_failed = 0;   // ... and closed because validation failed
+  std::size_t created = 0;            // opened to restore min_idle
+  std::size_t leaks_reported = 0;     // leases newly reported as leaked
 };
 
 template <class Connection, class Clock>
@@ -343,15 +344,15 @@ class pool_core {
       }
       s.status = absl::UnavailableError(
           "sluice::pool: backend down, next connect attempt in " +
-          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(next_attempt_ - now)
-                             .count()) +
+          std::to_string(
+              std::chrono::duration_cast<std::chrono::milliseconds>(next_attempt_ - now).count()) +
           " ms: " + last_error_.ToString());
       return s;
     }
     if (waiter_count_ >= options_.max_waiters || w == nullptr) {
       exhausted_.fetch_add(1, std::memory_order_relaxed);
-      s.status = absl::ResourceExhaustedError("sluice::pool: exhausted (" +
-                                              to_string(stats()) + ")");
+      s.status =
+          absl::ResourceExhaustedError("sluice::pool: exhausted (" + to_string(stats()) + ")");
       pending_event_ = pool_event_kind::exhausted;
       return s;
     }
@@ -560,12 +561,13 @@ class pool_core {
     }
     drain_idle();
     mutex_lock lock(mu_);
-    const bool drained = detail::wait_until(clock_, drained_cv_, mu_, deadline,
-                                            [&] { return size_.load(std::memory_order_relaxed) == 0; });
+    const bool drained = detail::wait_until(clock_, drained_cv_, mu_, deadline, [&] {
+      return size_.load(std::memory_order_relaxed) == 0;
+    });
     if (drained) return absl::OkStatus();
-    return absl::DeadlineExceededError(
-        "sluice::pool: close deadline passed with " +
-        std::to_string(size_.load(std::memory_order_relaxed)) + " connection(s) still out");
+    return absl::DeadlineExceededError("sluice::pool: close deadline passed with " +
+                                       std::to_string(size_.load(std::memory_order_relaxed)) +
+                                       " connection(s) still out");
   }
 
   // Called by the pool handle's destructor after close(): the state is freed now if nothing uses
@@ -1078,9 +1080,9 @@ class pool {
                                               acquire_site site = acquire_site::current()) {
     lease out;
     if (core_->try_fast(out, site)) return out;
-    return acquire_slow(core_->clock().now() +
-                            std::chrono::duration_cast<typename Clock::duration>(timeout),
-                        site, out);
+    return acquire_slow(
+        core_->clock().now() + std::chrono::duration_cast<typename Clock::duration>(timeout), site,
+        out);
   }
 
   // Lends a connection: an idle one (lock-free, no allocation), else a new one if below max_size
@@ -1117,8 +1119,8 @@ class pool {
       for (;;) {
         {
           detail::mutex_lock lock(m->mu);
-          const auto next = core->clock().now() +
-                            std::chrono::duration_cast<typename Clock::duration>(interval);
+          const auto next =
+              core->clock().now() + std::chrono::duration_cast<typename Clock::duration>(interval);
           // wait_until calls the predicate with m->mu held; the analysis cannot see through it.
           if (detail::wait_until(core->clock(), m->cv, m->mu, next,
                                  [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return m->stop; })) {
@@ -1200,8 +1202,8 @@ class pool {
         detail::mutex_lock lock(core.mu());
         step = core.step_locked(&w, core.clock().now());
         if (step.kind == detail::pool_step::enqueued) {
-          const bool woken = detail::wait_until(core.clock(), w.cv_, core.mu(), deadline,
-                                                [&] { return w.done_; });
+          const bool woken =
+              detail::wait_until(core.clock(), w.cv_, core.mu(), deadline, [&] { return w.done_; });
           if (!woken) {
             core.cancel_locked(&w);
             step.kind = detail::pool_step::failed;

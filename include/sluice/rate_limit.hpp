@@ -97,7 +97,8 @@ struct rate_limit_options {
       return absl::InvalidArgumentError(
           std::string("rate limit: rate above one unit per nanosecond"));
     }
-    if (burst == 0) return absl::InvalidArgumentError(std::string("rate limit: burst must be >= 1"));
+    if (burst == 0)
+      return absl::InvalidArgumentError(std::string("rate limit: burst must be >= 1"));
     const auto t = static_cast<std::uint64_t>(emission_interval().count());
     if (burst > (std::uint64_t{1} << 61) / t) {
       return absl::InvalidArgumentError(std::string("rate limit: burst * interval too large"));

@@ -33,6 +33,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/detail/mutex.hpp"
 #include "sluice/rate_limit.hpp"
 
@@ -183,10 +184,10 @@ class sliding_window_limiter {
 
   mutable detail::mutex mu_;
   std::uint64_t limit_ ABSL_GUARDED_BY(mu_) = 1;
-  std::int64_t window_ ABSL_GUARDED_BY(mu_) = 1;    // ns
-  std::int64_t start_ ABSL_GUARDED_BY(mu_) = 0;     // ns: start of the current fixed window
-  std::uint64_t previous_ ABSL_GUARDED_BY(mu_) = 0; // units counted in the previous window
-  std::uint64_t current_ ABSL_GUARDED_BY(mu_) = 0;  // units counted in the current window
+  std::int64_t window_ ABSL_GUARDED_BY(mu_) = 1;     // ns
+  std::int64_t start_ ABSL_GUARDED_BY(mu_) = 0;      // ns: start of the current fixed window
+  std::uint64_t previous_ ABSL_GUARDED_BY(mu_) = 0;  // units counted in the previous window
+  std::uint64_t current_ ABSL_GUARDED_BY(mu_) = 0;   // units counted in the current window
   Clock clock_;
 };
 

@@ -40,6 +40,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/detail/mutex.hpp"
 #include "sluice/rate_limit.hpp"
 
@@ -198,8 +199,8 @@ class token_bucket {
     const std::int64_t old_interval = interval_;
     apply(opts);
     // Keep the token count (not the refill time) across a rate change.
-    credit_ = tokens_ns / old_interval * interval_ + (tokens_ns % old_interval) * interval_ /
-                                                        old_interval;
+    credit_ = tokens_ns / old_interval * interval_ +
+              (tokens_ns % old_interval) * interval_ / old_interval;
     if (credit_ > capacity_) credit_ = capacity_;
     return absl::OkStatus();
   }
@@ -207,7 +208,8 @@ class token_bucket {
   // Returns the current options (rate expressed as 1 per emission interval).
   options limits() const {
     detail::mutex_lock lock(mu_);
-    return options{.rate = 1, .period = std::chrono::nanoseconds(interval_),
+    return options{.rate = 1,
+                   .period = std::chrono::nanoseconds(interval_),
                    .burst = static_cast<std::uint64_t>(burst_)};
   }
 
@@ -232,9 +234,8 @@ class token_bucket {
     interval_ = t < 1 ? 1 : t;
     const std::uint64_t max_burst =
         (std::uint64_t{1} << 61) / static_cast<std::uint64_t>(interval_);
-    burst_ = static_cast<std::int64_t>(opts.burst < 1 ? 1
-                                                      : (opts.burst > max_burst ? max_burst
-                                                                                : opts.burst));
+    burst_ = static_cast<std::int64_t>(
+        opts.burst < 1 ? 1 : (opts.burst > max_burst ? max_burst : opts.burst));
     capacity_ = burst_ * interval_;
   }
 
@@ -338,7 +339,8 @@ class warming_token_bucket {
     rate_limit_result r;
     r.limit = 1;
     if (next_free_ > t) {
-      r.retry_after = std::chrono::nanoseconds(static_cast<std::int64_t>(std::ceil(next_free_ - t)));
+      r.retry_after =
+          std::chrono::nanoseconds(static_cast<std::int64_t>(std::ceil(next_free_ - t)));
     } else if (n > 0) {
       (void)reserve_locked(static_cast<double>(n), t);
       r.allowed = true;
@@ -495,7 +497,7 @@ class warming_token_bucket {
   double slope_ ABSL_GUARDED_BY(mu_) = 0;       // extra ns per unit per stored unit
   double cool_down_ ABSL_GUARDED_BY(mu_) = 1;   // idle ns per stored unit regained
   double stored_ ABSL_GUARDED_BY(mu_) = 0;
-  double next_free_ ABSL_GUARDED_BY(mu_) = 0;   // ns: when the next request may pass
+  double next_free_ ABSL_GUARDED_BY(mu_) = 0;  // ns: when the next request may pass
   double warmup_ ABSL_GUARDED_BY(mu_) = 1;
   double cold_factor_ ABSL_GUARDED_BY(mu_) = 3;
   Clock clock_;

@@ -56,8 +56,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::size_t chunk = 1 + data[0] % 17;
   ++data;
   --size;
-  parse(data, size, size == 0 ? 1 : size);  // one read
-  parse(data, size, chunk);                 // many small reads
+  parse(data, size, size == 0 ? 1 : size);     // one read
+  parse(data, size, chunk);                    // many small reads
   if (size > 1) parse(data, size / 2, chunk);  // truncated
   return 0;
 }

@@ -1,5 +1,3 @@
-#include "sluice/redis/connection.hpp"
-
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -20,11 +18,13 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 
-#include "redis_support.hpp"
 #include "sluice/redis/commands.hpp"
+#include "sluice/redis/connection.hpp"
 #include "sluice/redis/error.hpp"
 #include "sluice/redis/subscriber.hpp"
+
 #include "catch.hpp"
+#include "redis_support.hpp"
 
 namespace net = boost::asio;
 namespace redis = sluice::redis;
@@ -133,7 +133,8 @@ TEST_CASE("redis_connection: EVALSHA falls back to EVAL on NOSCRIPT", "[redis_co
     CHECK(r.elements()[1].str() == "a1");
 
     // EVAL cached it: the SHA we computed is the server's name for it.
-    exists = co_await conn.async_exec(redis::command{"SCRIPT", "EXISTS", lua.sha1()}, use_awaitable);
+    exists =
+        co_await conn.async_exec(redis::command{"SCRIPT", "EXISTS", lua.sha1()}, use_awaitable);
     CHECK(exists.elements()[0].as_integer() == 1);
     r = co_await redis::async_evalsha(conn, lua, k2, a2, use_awaitable);
     CHECK(r.elements()[0].str() == "k2");
@@ -171,7 +172,8 @@ TEST_CASE("redis_connection: a 10 MB value round-trips", "[redis_connection]") {
     redis::connection conn(io, {.command_timeout = 10s});
     co_await connect_or_throw(conn, sluice_test::shared_endpoint());
     std::string big(10 * 1024 * 1024, '\0');
-    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 2654435761u) >> 13);
+    for (std::size_t i = 0; i < big.size(); ++i)
+      big[i] = static_cast<char>((i * 2654435761u) >> 13);
     const std::string k = key("big");
     // Pipelined with small commands on both sides: their replies must stay matched.
     auto before = redis::async_ping(conn, net::deferred);
@@ -221,22 +223,29 @@ TEST_CASE("redis_connection: many concurrent commands pipelined on one connectio
       if (!set.is_status("OK") || got.str() != v || !inc.is_integer()) ++mismatches;
     }
   };
-  net::co_spawn(io, [&]() -> awaitable<void> {
-    co_await connect_or_throw(*conn, sluice_test::shared_endpoint());
-    for (int w = 0; w < workers; ++w) {
-      net::co_spawn(io, worker(w), [&](std::exception_ptr) {
-        if (++finished == workers) {
-          net::co_spawn(io, [&]() -> awaitable<void> {
-            auto [ec, total] = co_await conn->async_exec(redis::command{"GET", counter}, tuple);
-            if (ec || total.str() != std::to_string(workers * per_worker)) ++mismatches;
-            co_await conn->async_exec(redis::command{"DEL", counter}, tuple);
-            conn->close();
-            watchdog.cancel();
-          }, net::detached);
+  net::co_spawn(
+      io,
+      [&]() -> awaitable<void> {
+        co_await connect_or_throw(*conn, sluice_test::shared_endpoint());
+        for (int w = 0; w < workers; ++w) {
+          net::co_spawn(io, worker(w), [&](std::exception_ptr) {
+            if (++finished == workers) {
+              net::co_spawn(
+                  io,
+                  [&]() -> awaitable<void> {
+                    auto [ec, total] =
+                        co_await conn->async_exec(redis::command{"GET", counter}, tuple);
+                    if (ec || total.str() != std::to_string(workers * per_worker)) ++mismatches;
+                    co_await conn->async_exec(redis::command{"DEL", counter}, tuple);
+                    conn->close();
+                    watchdog.cancel();
+                  },
+                  net::detached);
+            }
+          });
         }
-      });
-    }
-  }, net::detached);
+      },
+      net::detached);
 
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) pool.emplace_back([&] { io.run(); });
@@ -292,31 +301,34 @@ TEST_CASE("redis_connection: connect timeout against a server that never answers
   net::io_context io;
   // Listens but never accepts or answers: TCP connects (the kernel's backlog), AUTH never returns.
   net::ip::tcp::acceptor silent(io, {net::ip::make_address("127.0.0.1"), 0});
-  run_bounded(io, [&]() -> awaitable<void> {
-    redis::connection conn(io, {.connect_timeout = 200ms});
-    redis::endpoint ep;
-    ep.port = silent.local_endpoint().port();
-    ep.password = "pw";
-    const auto start = std::chrono::steady_clock::now();
-    auto [ec] = co_await conn.async_connect(ep, tuple);
-    CHECK(ec == sluice::asio::error::deadline_exceeded);
-    CHECK(std::chrono::steady_clock::now() - start < 5s);
-    CHECK_FALSE(conn.is_connected());
-    // Commands on a connection that is not up fail at once.
-    auto [ec2, r] = co_await redis::async_ping(conn, tuple);
-    CHECK(ec2 == sluice::asio::error::unavailable);
+  run_bounded(
+      io,
+      [&]() -> awaitable<void> {
+        redis::connection conn(io, {.connect_timeout = 200ms});
+        redis::endpoint ep;
+        ep.port = silent.local_endpoint().port();
+        ep.password = "pw";
+        const auto start = std::chrono::steady_clock::now();
+        auto [ec] = co_await conn.async_connect(ep, tuple);
+        CHECK(ec == sluice::asio::error::deadline_exceeded);
+        CHECK(std::chrono::steady_clock::now() - start < 5s);
+        CHECK_FALSE(conn.is_connected());
+        // Commands on a connection that is not up fail at once.
+        auto [ec2, r] = co_await redis::async_ping(conn, tuple);
+        CHECK(ec2 == sluice::asio::error::unavailable);
 
-    // Nobody listening at all: refused.
-    redis::connection refused(io);
-    redis::endpoint closed_port;
-    {
-      net::ip::tcp::acceptor tmp(io, {net::ip::make_address("127.0.0.1"), 0});
-      closed_port.port = tmp.local_endpoint().port();
-    }
-    auto [ec3] = co_await refused.async_connect(closed_port, tuple);
-    CHECK(ec3);
-    CHECK(redis::classify(ec3, redis::reply()) == redis::outcome::failure);
-  }, 10s);
+        // Nobody listening at all: refused.
+        redis::connection refused(io);
+        redis::endpoint closed_port;
+        {
+          net::ip::tcp::acceptor tmp(io, {net::ip::make_address("127.0.0.1"), 0});
+          closed_port.port = tmp.local_endpoint().port();
+        }
+        auto [ec3] = co_await refused.async_connect(closed_port, tuple);
+        CHECK(ec3);
+        CHECK(redis::classify(ec3, redis::reply()) == redis::outcome::failure);
+      },
+      10s);
 }
 
 TEST_CASE("redis_connection: a stalled server times commands out, the pipeline stays in step",

@@ -1,5 +1,3 @@
-#include "sluice/redis/gcra_limiter.hpp"
-
 #include <chrono>
 #include <string>
 #include <vector>
@@ -8,10 +6,12 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "redis_support.hpp"
 #include "sluice/gcra_limiter.hpp"
+#include "sluice/redis/gcra_limiter.hpp"
 #include "sluice/testing/manual_clock.hpp"
+
 #include "catch.hpp"
+#include "redis_support.hpp"
 
 namespace net = boost::asio;
 namespace redis = sluice::redis;
@@ -128,7 +128,8 @@ TEST_CASE("redis_gcra_limiter: Redis unreachable fails open to a local limiter, 
     const sluice::rate_limit_options limits{.rate = 1, .period = std::chrono::hours(1), .burst = 3};
     auto open = redis::gcra_limiter::create(conn, {.limits = limits});
     auto closed = redis::gcra_limiter::create(
-        conn, {.limits = limits, .when_unreachable = redis::gcra_limiter_options::unreachable::closed});
+        conn,
+        {.limits = limits, .when_unreachable = redis::gcra_limiter_options::unreachable::closed});
     REQUIRE(open.ok());
     REQUIRE(closed.ok());
     auto [ec_up, up] = co_await (*closed)->async_acquire("k", 1, tuple);

@@ -62,8 +62,8 @@ class redis_server {
  private:
   void run(const std::string& cmd, const std::string& port) const {
     std::string line = "SLUICE_REDIS_EXTRA_ARGS='" + extra_args_ + "' SLUICE_REDIS_PASSWORD='" +
-                       password_ + "' " SLUICE_REDIS_FIXTURE_SCRIPT " " + cmd + " '" + dir_ +
-                       "' " + port + " >/dev/null";
+                       password_ + "' " SLUICE_REDIS_FIXTURE_SCRIPT " " + cmd + " '" + dir_ + "' " +
+                       port + " >/dev/null";
     if (std::system(line.c_str()) != 0) {
       throw std::runtime_error("redis fixture failed: " + line);
     }

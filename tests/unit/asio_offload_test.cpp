@@ -1,5 +1,3 @@
-#include <sluice/asio/offload.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
@@ -14,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <sluice/asio/offload.hpp>
 #include <sluice/testing/manual_clock.hpp>
 
 #include "catch.hpp"
@@ -67,7 +66,8 @@ TEST_CASE("asio_offload: co_await runs fn on the pool and resumes on the caller'
             },
             net::use_awaitable);
         resumed_thread = std::this_thread::get_id();
-        co_await sluice::asio::offload(cpu, [] {}, net::use_awaitable);  // void form
+        co_await sluice::asio::offload(
+            cpu, [] {}, net::use_awaitable);  // void form
         try {
           co_await sluice::asio::offload(
               cpu, []() -> int { throw std::runtime_error("boom"); }, net::use_awaitable);
@@ -83,13 +83,13 @@ TEST_CASE("asio_offload: co_await runs fn on the pool and resumes on the caller'
   CHECK(threw);
 }
 
-TEST_CASE("asio_offload: the handler never runs inside the initiating function",
-          "[asio_offload]") {
+TEST_CASE("asio_offload: the handler never runs inside the initiating function", "[asio_offload]") {
   net::io_context io;
   sluice::offload_executor cpu({.threads = 1});
   std::atomic<bool> called{false};
-  sluice::asio::offload(cpu, [] { return 1; },
-                        net::bind_executor(io, [&](std::exception_ptr, int) { called = true; }));
+  sluice::asio::offload(
+      cpu, [] { return 1; },
+      net::bind_executor(io, [&](std::exception_ptr, int) { called = true; }));
   CHECK_FALSE(called);
   io.run();
   CHECK(called);
@@ -105,12 +105,12 @@ TEST_CASE("asio_offload: cancelling the await drops a still-queued task", "[asio
   net::cancellation_signal signal;
   std::exception_ptr result;
   bool done = false;
-  sluice::asio::offload(cpu, [&] { ran = true; },
-                        net::bind_cancellation_slot(
-                            signal.slot(), net::bind_executor(io, [&](std::exception_ptr ep) {
-                              result = ep;
-                              done = true;
-                            })));
+  sluice::asio::offload(
+      cpu, [&] { ran = true; },
+      net::bind_cancellation_slot(signal.slot(), net::bind_executor(io, [&](std::exception_ptr ep) {
+                                    result = ep;
+                                    done = true;
+                                  })));
   signal.emit(net::cancellation_type::terminal);
   io.run();  // completes without waiting for the blocked worker
   CHECK(done);
@@ -120,8 +120,7 @@ TEST_CASE("asio_offload: cancelling the await drops a still-queued task", "[asio
   CHECK_FALSE(ran);
 }
 
-TEST_CASE("asio_offload: a full queue and shutdown complete with typed errors",
-          "[asio_offload]") {
+TEST_CASE("asio_offload: a full queue and shutdown complete with typed errors", "[asio_offload]") {
   net::io_context io;
   sluice::offload_executor cpu({.threads = 1, .queue_capacity = 1});
   gate g;
@@ -129,16 +128,18 @@ TEST_CASE("asio_offload: a full queue and shutdown complete with typed errors",
   g.wait_started();
   REQUIRE(cpu.execute([] {}).ok());  // fills the queue
   std::exception_ptr full;
-  sluice::asio::offload(cpu, [] { return 1; },
-                        net::bind_executor(io, [&](std::exception_ptr ep, int) { full = ep; }));
+  sluice::asio::offload(
+      cpu, [] { return 1; },
+      net::bind_executor(io, [&](std::exception_ptr ep, int) { full = ep; }));
   io.run();
   CHECK(code_of(full) == sluice::asio::error::resource_exhausted);
   g.open = true;
   cpu.shutdown();
   io.restart();
   std::exception_ptr closed;
-  sluice::asio::offload(cpu, [] { return 1; },
-                        net::bind_executor(io, [&](std::exception_ptr ep, int) { closed = ep; }));
+  sluice::asio::offload(
+      cpu, [] { return 1; },
+      net::bind_executor(io, [&](std::exception_ptr ep, int) { closed = ep; }));
   io.run();
   CHECK(code_of(closed) == sluice::asio::error::cancelled);
 }
@@ -153,9 +154,9 @@ TEST_CASE("asio_offload: a task expired in the queue completes with deadline_exc
   g.wait_started();
   std::atomic<bool> ran{false};
   std::exception_ptr result;
-  sluice::asio::offload(
-      cpu, [&] { ran = true; }, net::bind_executor(io, [&](std::exception_ptr ep) { result = ep; }),
-      {.deadline = clock.now() + 1s});
+  sluice::asio::offload(cpu, [&] { ran = true; },
+                        net::bind_executor(io, [&](std::exception_ptr ep) { result = ep; }),
+                        {.deadline = clock.now() + 1s});
   clock.advance(2s);
   g.open = true;
   io.run();

@@ -1,5 +1,3 @@
-#include <sluice/asio/pool.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <optional>
@@ -14,6 +12,8 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
+#include <sluice/asio/pool.hpp>
 
 #include "catch.hpp"
 
@@ -79,10 +79,10 @@ TEST_CASE("asio_pool: queued waiters are served in FIFO order on release", "[asi
   REQUIRE(held.ok());
   std::vector<int> order;
   for (int i = 0; i < 3; ++i) {
-    sluice::asio::async_acquire(pool, 10s,
-                                net::bind_executor(io, [&, i](boost::system::error_code ec, lease_t) {
-                                  order.push_back(ec ? -1 : i);
-                                }));
+    sluice::asio::async_acquire(
+        pool, 10s, net::bind_executor(io, [&, i](boost::system::error_code ec, lease_t) {
+          order.push_back(ec ? -1 : i);
+        }));
   }
   io.poll();
   CHECK(pool.stats().waiters == 3);
@@ -115,14 +115,13 @@ TEST_CASE("asio_pool: a cancelled waiter leaves the queue at once", "[asio_pool]
   net::cancellation_signal signal;
   std::optional<boost::system::error_code> result;
   bool had_lease = true;
-  sluice::asio::async_acquire(pool, 1h,
-                              net::bind_cancellation_slot(
-                                  signal.slot(),
-                                  net::bind_executor(io, [&](boost::system::error_code ec,
-                                                             lease_t lease) {
-                                    result = ec;
-                                    had_lease = static_cast<bool>(lease);
-                                  })));
+  sluice::asio::async_acquire(
+      pool, 1h,
+      net::bind_cancellation_slot(
+          signal.slot(), net::bind_executor(io, [&](boost::system::error_code ec, lease_t lease) {
+            result = ec;
+            had_lease = static_cast<bool>(lease);
+          })));
   io.poll();
   REQUIRE(pool.stats().waiters == 1);
   signal.emit(net::cancellation_type::terminal);
@@ -143,7 +142,8 @@ TEST_CASE("asio_pool: closing the pool fails async waiters with unavailable", "[
   REQUIRE(held.ok());
   boost::system::error_code result;
   sluice::asio::async_acquire(
-      pool, 1h, net::bind_executor(io, [&](boost::system::error_code ec, lease_t) { result = ec; }));
+      pool, 1h,
+      net::bind_executor(io, [&](boost::system::error_code ec, lease_t) { result = ec; }));
   io.poll();
   CHECK(pool.close(std::chrono::steady_clock::now()).code() ==
         absl::StatusCode::kDeadlineExceeded);  // one lease still out
@@ -161,8 +161,8 @@ TEST_CASE("asio_pool: many coroutines on two threads never exceed max_size", "[a
         io,
         [&]() -> net::awaitable<void> {
           for (int i = 0; i < 200; ++i) {
-            auto [ec, lease] = co_await sluice::asio::async_acquire(
-                pool, 10s, net::as_tuple(net::use_awaitable));
+            auto [ec, lease] =
+                co_await sluice::asio::async_acquire(pool, 10s, net::as_tuple(net::use_awaitable));
             if (ec) {
               ++failed;
               continue;

@@ -1,5 +1,3 @@
-#include <sluice/asio/rate_limiter.hpp>
-
 #include <chrono>
 #include <optional>
 
@@ -12,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <sluice/asio/rate_limiter.hpp>
 #include <sluice/deadline.hpp>
 #include <sluice/gcra_limiter.hpp>
 #include <sluice/testing/manual_clock.hpp>
@@ -46,10 +45,9 @@ TEST_CASE("asio_rate_limiter: completes at once, never inside the initiating fun
   manual_clock clock;
   limiter_t limiter({.rate = 10, .burst = 2}, clock);
   std::optional<boost::system::error_code> result;
-  sluice::asio::async_acquire(limiter, 2, deadline_t::infinite(),
-                              net::bind_executor(ioc, [&](boost::system::error_code ec) {
-                                result = ec;
-                              }));
+  sluice::asio::async_acquire(
+      limiter, 2, deadline_t::infinite(),
+      net::bind_executor(ioc, [&](boost::system::error_code ec) { result = ec; }));
   CHECK_FALSE(result.has_value());
   ioc.poll();
   REQUIRE(result.has_value());
@@ -116,11 +114,10 @@ TEST_CASE("asio_rate_limiter: cancellation returns the reserved units", "[asio_r
   std::optional<boost::system::error_code> result;
   sluice::asio::async_acquire(
       bucket, 1, sluice::deadline<manual_clock>::infinite(),
-      net::bind_cancellation_slot(signal.slot(), net::bind_executor(ioc, [&](auto ec) {
-                                    result = ec;
-                                  })));
+      net::bind_cancellation_slot(signal.slot(),
+                                  net::bind_executor(ioc, [&](auto ec) { result = ec; })));
   ioc.poll();
-  CHECK_FALSE(result.has_value());  // waiting for 100 ms of manual time
+  CHECK_FALSE(result.has_value());                 // waiting for 100 ms of manual time
   CHECK(bucket.reserve(1, 0ns).delay() == 200ms);  // behind the pending reservation
   signal.emit(net::cancellation_type::terminal);
   run_until(ioc, clock, 0ns, [&] { return result.has_value(); });

@@ -1,25 +1,25 @@
-#include <sluice/asio/cache.hpp>
-
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
+#include <sluice/asio/cache.hpp>
+
 #include "catch.hpp"
 
 namespace net = boost::asio;
 
 TEST_CASE("cache asio: concurrent coroutine misses run the loader once", "[cache][asio]") {
   const int callers = GENERATE(2, 5);
-  sluice::cache<std::string, std::string> c({.max_entries = 100, .shards = 1,
-                                             .background_sweep = false});
+  sluice::cache<std::string, std::string> c(
+      {.max_entries = 100, .shards = 1, .background_sweep = false});
   net::io_context io;
   int loads = 0;
   std::vector<std::string> results;

@@ -1,24 +1,26 @@
-#include <sluice/cache.hpp>
+#include "sluice/cache.hpp"
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <stdexcept>
-#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "alloc_counter.hpp"
-#include "catch.hpp"
+
 #include "sluice/cache/sweeper.hpp"
 #include "sluice/detail/cache_sketch.hpp"
 #include "sluice/detail/cache_timer_wheel.hpp"
 #include "sluice/testing/manual_clock.hpp"
+
+#include "alloc_counter.hpp"
+#include "catch.hpp"
 
 namespace {
 
@@ -490,8 +492,8 @@ TEST_CASE("cache: the timer wheel expires every entry exactly when due", "[cache
   const std::int64_t spans[] = {1'000'000, 100'000'000, 10'000'000'000, 1'000'000'000'000,
                                 std::int64_t{1} << 52};
   for (std::size_t i = 0; i < nodes.size(); ++i) {
-    nodes[i].remove_at = start + 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(
-                                                                  spans[i % 5]));
+    nodes[i].remove_at =
+        start + 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(spans[i % 5]));
     wheel.schedule(&nodes[i]);
   }
   std::vector<bool> expired(nodes.size(), false);

@@ -1,4 +1,4 @@
-#include <sluice/concurrency_limiter.hpp>
+#include "sluice/concurrency_limiter.hpp"
 
 #include <atomic>
 #include <optional>

@@ -1,4 +1,4 @@
-#include <sluice/gcra_limiter.hpp>
+#include "sluice/gcra_limiter.hpp"
 
 #include <atomic>
 #include <barrier>
@@ -75,7 +75,8 @@ TEST_CASE("gcra_limiter: admitted count over simulated time is exactly burst + t
   const auto horizon = 10s;
   // Offer far more than the limit: several attempts per step, stepping through 10 s. Every case
   // has burst tolerance ((burst - 1) * T) >= step, so no time is lost to the step granularity.
-  const auto dt = step == 0ms ? std::chrono::nanoseconds(interval) / 3 : std::chrono::nanoseconds(step);
+  const auto dt =
+      step == 0ms ? std::chrono::nanoseconds(interval) / 3 : std::chrono::nanoseconds(step);
   while (clock.now() - t0 <= horizon) {
     for (int i = 0; i < 3; ++i) admitted += limiter.try_acquire().allowed ? 1 : 0;
     clock.advance(dt);
@@ -275,7 +276,8 @@ TEST_CASE("gcra_limiter: free-running threads with rate changes stay within the 
   }
   for (int i = 0; i < 2000; ++i) {
     clock.advance(1ms);
-    if (i % 100 == 0) REQUIRE(limiter.set_limits({.rate = 1000, .burst = i % 200 == 0 ? 10u : 5u}).ok());
+    if (i % 100 == 0)
+      REQUIRE(limiter.set_limits({.rate = 1000, .burst = i % 200 == 0 ? 10u : 5u}).ok());
   }
   stop = true;
   for (auto& w : workers) w.join();

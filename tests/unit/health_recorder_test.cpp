@@ -1,4 +1,4 @@
-#include <sluice/health_recorder.hpp>
+#include "sluice/health_recorder.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -22,9 +22,9 @@ using window_kind = sluice::health_recorder_options::window_kind;
 TEST_CASE("health_recorder: invalid options are rejected by create", "[health_recorder]") {
   CHECK(health_recorder<>::create({.window_size = 0}).status().code() ==
         absl::StatusCode::kInvalidArgument);
-  CHECK(health_recorder<>::create({.kind = window_kind::time_based, .buckets = 0})
-            .status()
-            .code() == absl::StatusCode::kInvalidArgument);
+  CHECK(
+      health_recorder<>::create({.kind = window_kind::time_based, .buckets = 0}).status().code() ==
+      absl::StatusCode::kInvalidArgument);
   CHECK(health_recorder<>::create(
             {.kind = window_kind::time_based, .window_duration = 0s, .buckets = 4})
             .status()
@@ -36,7 +36,8 @@ TEST_CASE("health_recorder: invalid options are rejected by create", "[health_re
 
 TEST_CASE("health_recorder: count window keeps exactly the last N calls on one thread",
           "[health_recorder]") {
-  const std::size_t n = GENERATE(std::size_t{1}, std::size_t{5}, std::size_t{100}, std::size_t{1000});
+  const std::size_t n =
+      GENERATE(std::size_t{1}, std::size_t{5}, std::size_t{100}, std::size_t{1000});
   INFO("window_size " << n);
   auto r = health_recorder<>::create({.window_size = n, .stripes = 4}).value();
   for (std::size_t i = 0; i < n; ++i) r.record(call_outcome::failure);
@@ -132,7 +133,8 @@ TEST_CASE("health_recorder: concurrent recording keeps the counters equal to the
   const int threads = GENERATE(2, 4, 8);
   INFO("threads " << threads);
   auto r = health_recorder<>::create({.window_size = 500}).value();
-  auto t = health_recorder<>::create({.kind = window_kind::time_based, .window_duration = 1h}).value();
+  auto t =
+      health_recorder<>::create({.kind = window_kind::time_based, .window_duration = 1h}).value();
   constexpr int per_thread = 50000;
   std::atomic<int> bad_snapshots{0};
   std::vector<std::thread> pool;

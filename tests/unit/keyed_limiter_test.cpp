@@ -1,4 +1,4 @@
-#include <sluice/keyed_limiter.hpp>
+#include "sluice/keyed_limiter.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -44,8 +44,7 @@ TEST_CASE("keyed_limiter: each key has its own quota", "[keyed_limiter]") {
   CHECK(keyed.size() == 2);
 }
 
-TEST_CASE("keyed_limiter: the least recently seen key is evicted at the cap",
-          "[keyed_limiter]") {
+TEST_CASE("keyed_limiter: the least recently seen key is evicted at the cap", "[keyed_limiter]") {
   manual_clock clock;
   keyed_t keyed({.limits = {.rate = 1, .burst = 2}, .max_keys = 3, .shards = 1}, clock);
   for (const std::uint64_t k : {std::uint64_t{1}, std::uint64_t{2}, std::uint64_t{3}}) {
@@ -65,15 +64,15 @@ TEST_CASE("keyed_limiter: the least recently seen key is evicted at the cap",
 
 TEST_CASE("keyed_limiter: idle keys are swept, lazily and by sweep()", "[keyed_limiter]") {
   manual_clock clock;
-  keyed_t keyed({.limits = {.rate = 10, .burst = 5}, .max_keys = 100, .shards = 1,
-                 .idle_timeout = 10s},
-                clock);
+  keyed_t keyed(
+      {.limits = {.rate = 10, .burst = 5}, .max_keys = 100, .shards = 1, .idle_timeout = 10s},
+      clock);
   for (std::uint64_t k = 0; k < 10; ++k) (void)keyed.try_acquire(k);
   clock.advance(5s);
   for (std::uint64_t k = 10; k < 20; ++k) (void)keyed.try_acquire(k);
   CHECK(keyed.size() == 20);
   CHECK(keyed.sweep() == 0);
-  clock.advance(5s);  // keys 0-9 are now idle for exactly 10 s
+  clock.advance(5s);             // keys 0-9 are now idle for exactly 10 s
   (void)keyed.try_acquire(100);  // a decision removes up to two idle keys
   CHECK(keyed.size() == 19);
   CHECK(keyed.sweep() == 8);

@@ -1,4 +1,4 @@
-#include <sluice/load_shedder.hpp>
+#include "sluice/load_shedder.hpp"
 
 #include <chrono>
 #include <vector>
@@ -62,8 +62,7 @@ TEST_CASE("load_shedder: works with an adaptive limiter and priorities, or no li
           "[load_shedder]") {
   manual_clock clock;
   sluice::adaptive_limiter<manual_clock> adaptive({.initial_limit = 10, .min_limit = 2}, clock);
-  sluice::load_shedder<rate_t, sluice::adaptive_limiter<manual_clock>> shedder(nullptr,
-                                                                               &adaptive);
+  sluice::load_shedder<rate_t, sluice::adaptive_limiter<manual_clock>> shedder(nullptr, &adaptive);
   std::vector<decltype(shedder.admit())> held;
   for (int i = 0; i < 20; ++i) {
     auto a = shedder.admit({}, 1, sluice::call_priority::sheddable);

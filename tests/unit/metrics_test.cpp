@@ -1,6 +1,6 @@
 // The header under test comes first: it must compile on its own.
 // clang-format off
-#include <sluice/metrics.hpp>
+#include "sluice/metrics.hpp"
 // clang-format on
 
 #include <algorithm>

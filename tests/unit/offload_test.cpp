@@ -1,4 +1,4 @@
-#include <sluice/offload.hpp>
+#include "sluice/offload.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -135,8 +135,7 @@ TEST_CASE("offload: a full queue rejects with ResourceExhausted", "[offload]") {
 TEST_CASE("offload: the wait policy blocks for room until the enqueue deadline", "[offload]") {
   manual_clock clock;
   sluice::basic_offload_executor<manual_clock> ex(
-      {.threads = 1, .queue_capacity = 1, .full_policy = sluice::offload_full_policy::wait},
-      clock);
+      {.threads = 1, .queue_capacity = 1, .full_policy = sluice::offload_full_policy::wait}, clock);
   gate g;
   REQUIRE(ex.execute(g.task()).ok());
   g.wait_started();

@@ -1,4 +1,4 @@
-#include <sluice/pool.hpp>
+#include "sluice/pool.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -184,9 +184,8 @@ TEST_CASE("pool: a returned lease is handed to the first waiter in FIFO order", 
 TEST_CASE("pool: idle timeout evicts above min_idle and maintain refills min_idle", "[pool]") {
   backend b;
   manual_clock clock;
-  auto p = make_manual(b, clock,
-                       {.max_size = 4, .min_idle = 1, .idle_timeout = 10min,
-                        .keepalive_interval = 0ns});
+  auto p = make_manual(
+      b, clock, {.max_size = 4, .min_idle = 1, .idle_timeout = 10min, .keepalive_interval = 0ns});
   auto report = p.maintain();
   CHECK(report.created == 1);
   CHECK(p.stats().idle == 1);
@@ -210,9 +209,9 @@ TEST_CASE("pool: max lifetime is jittered downwards and enforced on return and i
           "[pool]") {
   backend b;
   manual_clock clock;
-  auto p = make_manual(b, clock,
-                       {.max_size = 2, .idle_timeout = 0ns, .max_lifetime = 30min,
-                        .keepalive_interval = 0ns});
+  auto p = make_manual(
+      b, clock,
+      {.max_size = 2, .idle_timeout = 0ns, .max_lifetime = 30min, .keepalive_interval = 0ns});
   auto l = p.acquire(1s);
   REQUIRE(l.ok());
   clock.advance(29min);  // 30 min minus at most 2.5 % (45 s) is still ahead
@@ -252,8 +251,7 @@ TEST_CASE("pool: validation is bypassed for recently used connections", "[pool]"
 TEST_CASE("pool: keep-alive validates idle connections and drops dead ones", "[pool]") {
   backend b;
   manual_clock clock;
-  auto p = make_manual(b, clock,
-                       {.max_size = 2, .idle_timeout = 0ns, .keepalive_interval = 2min});
+  auto p = make_manual(b, clock, {.max_size = 2, .idle_timeout = 0ns, .keepalive_interval = 2min});
   { auto l = p.acquire(1s); }
   clock.advance(1min);
   CHECK(p.maintain().keepalive_checked == 0);
@@ -277,7 +275,8 @@ TEST_CASE("pool: leak detection reports where a long-held lease was acquired", "
   std::vector<sluice::pool_event> leaks;
   sluice::detail::mutex mu;
   auto p = make_manual(b, clock,
-                       {.max_size = 2, .leak_detection_threshold = 10s,
+                       {.max_size = 2,
+                        .leak_detection_threshold = 10s,
                         .on_event = [&](const sluice::pool_event& e) {
                           if (e.kind != sluice::pool_event_kind::leak_detected) return;
                           sluice::detail::mutex_lock lock(mu);
@@ -306,8 +305,10 @@ TEST_CASE("pool: a down backend fails fast and reconnects are paced", "[pool]") 
   manual_clock clock;
   std::atomic<int> downs{0}, ups{0};
   auto p = make_manual(b, clock,
-                       {.max_size = 4, .reconnect_backoff_initial = 1s,
-                        .reconnect_backoff_max = 8s, .reconnect_backoff_jitter = 0.0,
+                       {.max_size = 4,
+                        .reconnect_backoff_initial = 1s,
+                        .reconnect_backoff_max = 8s,
+                        .reconnect_backoff_jitter = 0.0,
                         .on_event = [&](const sluice::pool_event& e) {
                           if (e.kind == sluice::pool_event_kind::backend_down) ++downs;
                           if (e.kind == sluice::pool_event_kind::backend_up) ++ups;
@@ -478,8 +479,8 @@ TEST_CASE("pool: leases returned while the pool is destroyed free the state once
   for (int round = 0; round < 50; ++round) {
     std::optional<sluice::pool<conn>> p;
     {
-      auto made = sluice::pool<conn>::make(make_factory<std::chrono::steady_clock>(b),
-                                           {.max_size = 4});
+      auto made =
+          sluice::pool<conn>::make(make_factory<std::chrono::steady_clock>(b), {.max_size = 4});
       REQUIRE(made.ok());
       p.emplace(std::move(*made));
     }

@@ -1,6 +1,6 @@
-#include "sluice/redis/error.hpp"
-
 #include <boost/asio/error.hpp>
+
+#include "sluice/redis/error.hpp"
 
 #include "catch.hpp"
 
@@ -21,8 +21,7 @@ TEST_CASE("redis_error: cancellation is neither success nor failure", "[redis_er
   CHECK(classify(sluice::asio::error::cancelled, reply()) == outcome::cancelled);
 }
 
-TEST_CASE("redis_error: LOADING, BUSY, TRYAGAIN are retryable; WRONGTYPE is not",
-          "[redis_error]") {
+TEST_CASE("redis_error: LOADING, BUSY, TRYAGAIN are retryable; WRONGTYPE is not", "[redis_error]") {
   const char* retryable = GENERATE("LOADING Redis is loading the dataset in memory",
                                    "BUSY Redis is busy running a script", "TRYAGAIN Multiple keys",
                                    "MASTERDOWN Link with MASTER is down");

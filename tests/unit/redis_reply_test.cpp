@@ -1,5 +1,3 @@
-#include "sluice/redis/reply.hpp"
-
 #include <string>
 #include <vector>
 
@@ -7,6 +5,8 @@
 #include "sluice/detail/redis_sha1.hpp"
 #include "sluice/redis/command.hpp"
 #include "sluice/redis/commands.hpp"
+#include "sluice/redis/reply.hpp"
+
 #include "catch.hpp"
 
 using sluice::redis::command;
@@ -53,7 +53,8 @@ TEST_CASE("redis_reply: SET options pick EX, PX, NX, XX", "[redis_reply]") {
         command{"SET", "k", "v", "PX", "1500"}.wire());
   CHECK(make_set("k", "v", {.when = set_options::condition::if_absent}).wire() ==
         command{"SET", "k", "v", "NX"}.wire());
-  CHECK(make_set("k", "v", {.ttl = std::chrono::seconds(1), .when = set_options::condition::if_present})
+  CHECK(make_set("k", "v",
+                 {.ttl = std::chrono::seconds(1), .when = set_options::condition::if_present})
             .wire() == command{"SET", "k", "v", "EX", "1", "XX"}.wire());
 }
 
@@ -62,9 +63,13 @@ TEST_CASE("redis_reply: the reader parses every kind, split at any byte", "[redi
       "+OK\r\n-ERR bad\r\n:42\r\n$-1\r\n$5\r\nhe\0lo\r\n*2\r\n:1\r\n*1\r\n$1\r\nx\r\n*0\r\n";
   const std::string bytes(wire, sizeof(wire) - 1);
   const std::vector<reply> expected = {
-      reply::status("OK"), reply::error("ERR bad"), reply::integer(42), reply(),
+      reply::status("OK"),
+      reply::error("ERR bad"),
+      reply::integer(42),
+      reply(),
       reply::string(std::string("he\0lo", 5)),
-      reply::array({reply::integer(1), reply::array({reply::string("x")})}), reply::array({})};
+      reply::array({reply::integer(1), reply::array({reply::string("x")})}),
+      reply::array({})};
   const std::size_t split = GENERATE(range<std::size_t>(0, 64));
   reader r;
   std::vector<reply> got;

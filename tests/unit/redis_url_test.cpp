@@ -46,10 +46,11 @@ TEST_CASE("redis_url: ACL user, IPv6 literal, percent-escapes", "[redis_url]") {
 }
 
 TEST_CASE("redis_url: malformed URLs are InvalidArgument", "[redis_url]") {
-  const char* bad = GENERATE("http://h:1", "rediss://h", "redis://", "redis://:pw@", "redis://h:",
-                             "redis://h:0", "redis://h:65536", "redis://h:12x", "redis://h/x",
-                             "redis://h/1/2", "redis://h/-1", "redis://[::1", "redis://[::1]x",
-                             "redis://:p%4@h", "redis://:p%zz@h", "redis://h:99999999999");
+  const char* bad =
+      GENERATE("http://h:1", "rediss://h", "redis://", "redis://:pw@", "redis://h:", "redis://h:0",
+               "redis://h:65536", "redis://h:12x", "redis://h/x", "redis://h/1/2", "redis://h/-1",
+               "redis://[::1", "redis://[::1]x", "redis://:p%4@h", "redis://:p%zz@h",
+               "redis://h:99999999999");
   INFO(bad);
   auto ep = parse_url(bad);
   REQUIRE_FALSE(ep.ok());

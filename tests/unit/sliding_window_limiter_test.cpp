@@ -1,4 +1,4 @@
-#include <sluice/sliding_window_limiter.hpp>
+#include "sluice/sliding_window_limiter.hpp"
 
 #include <atomic>
 #include <chrono>

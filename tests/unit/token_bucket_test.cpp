@@ -1,4 +1,4 @@
-#include <sluice/token_bucket.hpp>
+#include "sluice/token_bucket.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -22,8 +22,7 @@ using warming_t = sluice::warming_token_bucket<manual_clock>;
 
 TEST_CASE("token_bucket: create validates options", "[token_bucket]") {
   manual_clock clock;
-  CHECK(bucket_t::create({.rate = 0}, clock).status().code() ==
-        absl::StatusCode::kInvalidArgument);
+  CHECK(bucket_t::create({.rate = 0}, clock).status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(bucket_t::create({.rate = 5, .burst = 0}, clock).status().code() ==
         absl::StatusCode::kInvalidArgument);
   CHECK(warming_t::create({.limits = {.rate = 5}}, clock).status().code() ==
@@ -88,8 +87,7 @@ TEST_CASE("token_bucket: decides exactly as gcra_limiter on random traffic", "[t
   }
 }
 
-TEST_CASE("token_bucket: reservations go into debt and cancel returns tokens",
-          "[token_bucket]") {
+TEST_CASE("token_bucket: reservations go into debt and cancel returns tokens", "[token_bucket]") {
   manual_clock clock;
   bucket_t bucket({.rate = 10, .burst = 2}, clock);
   auto a = bucket.reserve(2);
@@ -208,9 +206,8 @@ TEST_CASE("token_bucket: reset refills, and both buckets serve as keyed limiters
   bucket.reset();
   CHECK(bucket.available() == 2);
 
-  sluice::keyed_limiter<int, bucket_t> keyed({.limits = {.rate = 1, .burst = 2}, .max_keys = 1,
-                                              .shards = 1},
-                                             clock);
+  sluice::keyed_limiter<int, bucket_t> keyed(
+      {.limits = {.rate = 1, .burst = 2}, .max_keys = 1, .shards = 1}, clock);
   CHECK(keyed.try_acquire(1, 2).allowed);
   CHECK_FALSE(keyed.try_acquire(1).allowed);
   CHECK(keyed.try_acquire(2).allowed);     // evicts key 1 (cap 1): its slot is reused ...

@@ -71,7 +71,8 @@ constexpr std::string_view kUsage =
     "sluice-service: the sluice example HTTP service (Boost.Beast + sluice primitives).\n"
     "\n"
     "Usage: sluice-service [--flag=value | --flag value]...\n"
-    "Every flag can also be set with the environment variable SLUICE_<NAME> (e.g. SLUICE_THREADS=4,\n"
+    "Every flag can also be set with the environment variable SLUICE_<NAME> (e.g. "
+    "SLUICE_THREADS=4,\n"
     "SLUICE_LISTEN=0.0.0.0:8080); the command line wins. A bad flag or value exits with status 2.\n"
     "\n"
     "Flags:\n";
@@ -88,7 +89,8 @@ bool is_ours(const absl::CommandLineFlag& flag) {
 
 std::string env_name(absl::string_view flag) {
   std::string name = "SLUICE_";
-  for (char c : flag) name.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  for (char c : flag)
+    name.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
   return name;
 }
 
@@ -98,8 +100,7 @@ std::string env_name(absl::string_view flag) {
   for (auto& [name, flag] : absl::GetAllFlags()) {
     if (is_ours(*flag)) flags.push_back(flag);
   }
-  std::sort(flags.begin(), flags.end(),
-            [](auto* a, auto* b) { return a->Name() < b->Name(); });
+  std::sort(flags.begin(), flags.end(), [](auto* a, auto* b) { return a->Name() < b->Name(); });
   for (auto* flag : flags) {
     std::string name(flag->Name());
     std::replace(name.begin(), name.end(), '_', '-');
@@ -228,10 +229,9 @@ config load_config(int argc, char** argv) {
   if (c.data_dir.empty()) fail("--data-dir must not be empty");
   c.upload_dir = absl::GetFlag(FLAGS_upload_dir);
   if (c.upload_dir.empty()) c.upload_dir = c.data_dir + "/uploads";
-  c.max_upload_bytes =
-      static_cast<std::uint64_t>(in_range(FLAGS_max_upload_mb, "max-upload-mb", int64_t{0},
-                                          int64_t{1} << 20))
-      << 20;
+  c.max_upload_bytes = static_cast<std::uint64_t>(in_range(FLAGS_max_upload_mb, "max-upload-mb",
+                                                           int64_t{0}, int64_t{1} << 20))
+                       << 20;
   if (proxies.empty()) proxies = absl::GetFlag(FLAGS_trusted_proxy);
   c.trusted_proxies = std::move(proxies);
   c.log_path = absl::GetFlag(FLAGS_log);
@@ -242,17 +242,16 @@ config load_config(int argc, char** argv) {
     fail("--log-level must be one of trace, debug, info, warn, error, off (got \"" + c.log_level +
          "\")");
   }
-  c.log_max_bytes =
-      static_cast<std::uint64_t>(in_range(FLAGS_log_max_mb, "log-max-mb", int64_t{1},
-                                          int64_t{1} << 20))
-      << 20;
+  c.log_max_bytes = static_cast<std::uint64_t>(
+                        in_range(FLAGS_log_max_mb, "log-max-mb", int64_t{1}, int64_t{1} << 20))
+                    << 20;
   c.log_files = in_range(FLAGS_log_files, "log-files", 0, 1000);
   c.seed_users = in_range(FLAGS_seed_users, "seed-users", 0, 10'000'000);
   c.drain = std::chrono::seconds(in_range(FLAGS_drain_seconds, "drain-seconds", 0, 3600));
   c.header_timeout = std::chrono::seconds(
       in_range(FLAGS_header_timeout_seconds, "header-timeout-seconds", 1, 3600));
-  c.idle_timeout = std::chrono::seconds(
-      in_range(FLAGS_idle_timeout_seconds, "idle-timeout-seconds", 1, 86400));
+  c.idle_timeout =
+      std::chrono::seconds(in_range(FLAGS_idle_timeout_seconds, "idle-timeout-seconds", 1, 86400));
   c.io_timeout =
       std::chrono::seconds(in_range(FLAGS_io_timeout_seconds, "io-timeout-seconds", 1, 3600));
   c.rate_limit = static_cast<std::uint64_t>(

@@ -16,8 +16,8 @@ struct config {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8080;
   int threads = 1;
-  int max_connections = 10000;     // per process; over it: 503 + Retry-After
-  int processes = 1;              // > 1: supervisor mode (supervisor.cpp)
+  int max_connections = 10000;      // per process; over it: 503 + Retry-After
+  int processes = 1;                // > 1: supervisor mode (supervisor.cpp)
   std::uint64_t max_rss_bytes = 0;  // supervisor: replace a worker above this; 0: no limit
   std::string data_dir;
   std::string upload_dir;

@@ -134,7 +134,8 @@ void api_data(app& a, const request& req, response& res) {
 // executor (route_kind::offloaded), never on an event loop.
 void compute(app&, const request& req, response& res) {
   boost::system::error_code ec;
-  boost::json::value v = boost::json::parse(boost::json::string_view(req.body.data(), req.body.size()), ec);
+  boost::json::value v =
+      boost::json::parse(boost::json::string_view(req.body.data(), req.body.size()), ec);
   const boost::json::value* n = nullptr;
   if (!ec && v.is_object()) n = v.as_object().if_contains("value");
   std::int64_t value = 0;

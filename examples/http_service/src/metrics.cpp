@@ -1,10 +1,9 @@
 // metrics.cpp: the service's metrics on sluice::metrics (see metrics.hpp).
 #include "metrics.hpp"
 
+#include <absl/container/flat_hash_map.h>
 #include <spdlog/async.h>
 #include <spdlog/details/thread_pool.h>
-
-#include <absl/container/flat_hash_map.h>
 
 #include <sluice/metrics.hpp>
 
@@ -16,12 +15,18 @@ namespace {
 
 std::string_view method_label(method m) {
   switch (m) {
-    case method::get: return "GET";
-    case method::head: return "HEAD";
-    case method::post: return "POST";
-    case method::put: return "PUT";
-    case method::del: return "DELETE";
-    case method::other: break;
+    case method::get:
+      return "GET";
+    case method::head:
+      return "HEAD";
+    case method::post:
+      return "POST";
+    case method::put:
+      return "PUT";
+    case method::del:
+      return "DELETE";
+    case method::other:
+      break;
   }
   return "other";
 }

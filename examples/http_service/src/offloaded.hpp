@@ -3,11 +3,11 @@
 // while the loop keeps serving other connections.
 #pragma once
 
-#include <sys/types.h>
-
 #include <cstddef>
 #include <string>
 #include <string_view>
+
+#include <sys/types.h>
 
 #include <boost/asio/awaitable.hpp>
 

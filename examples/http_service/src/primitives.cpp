@@ -2,10 +2,10 @@
 // and the offload glue (see primitives.hpp and offloaded.hpp).
 #include "primitives.hpp"
 
-#include <unistd.h>
-
 #include <cerrno>
 #include <exception>
+
+#include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -126,9 +126,10 @@ primitives::primitives(app& a)
                  b.state == st ? 1.0 : 0.0,
                  {{"breaker", "user_store"}, {"state", sluice::to_string(st)}});
     }
-    const std::pair<const char*, std::uint64_t> calls[] = {
-        {"success", b.successful_calls}, {"failure", b.failed_calls},
-        {"ignored", b.ignored_calls},    {"rejected", b.rejected_calls}};
+    const std::pair<const char*, std::uint64_t> calls[] = {{"success", b.successful_calls},
+                                                           {"failure", b.failed_calls},
+                                                           {"ignored", b.ignored_calls},
+                                                           {"rejected", b.rejected_calls}};
     for (auto [outcome, n] : calls) {
       sink.counter("circuit_breaker_calls_total", "Calls through the breaker by outcome.",
                    static_cast<double>(n), {{"breaker", "user_store"}, {"outcome", outcome}});
@@ -147,9 +148,10 @@ primitives::primitives(app& a)
                static_cast<double>(o.queue_depth));
     sink.gauge("offload_active", "Workers running a CPU task now.", static_cast<double>(o.active));
     sink.gauge("offload_threads", "Offload worker threads.", static_cast<double>(o.threads));
-    const std::pair<const char*, std::uint64_t> tasks[] = {
-        {"completed", o.completed}, {"rejected", o.rejected}, {"expired", o.expired},
-        {"cancelled", o.cancelled}};
+    const std::pair<const char*, std::uint64_t> tasks[] = {{"completed", o.completed},
+                                                           {"rejected", o.rejected},
+                                                           {"expired", o.expired},
+                                                           {"cancelled", o.cancelled}};
     for (auto [result, n] : tasks) {
       sink.counter("offload_tasks_total", "CPU tasks by result.", static_cast<double>(n),
                    {{"result", result}});
@@ -184,8 +186,7 @@ bool admit(app& a, std::string_view client, response& res) {
   return false;
 }
 
-net::awaitable<void> run_offloaded(app& a, handler_fn handler, const request& req,
-                                   response& res) {
+net::awaitable<void> run_offloaded(app& a, handler_fn handler, const request& req, response& res) {
   auto [ep] = co_await sluice::asio::offload(
       a.prims->cpu, [&a, handler, &req, &res] { handler(a, req, res); },
       net::as_tuple(net::use_awaitable));
@@ -208,8 +209,7 @@ net::awaitable<void> run_offloaded(app& a, handler_fn handler, const request& re
   }
 }
 
-net::awaitable<long> read_offloaded(app& a, int fd, char* data, std::size_t size,
-                                    off_t offset) {
+net::awaitable<long> read_offloaded(app& a, int fd, char* data, std::size_t size, off_t offset) {
   auto [ep, n] = co_await sluice::asio::offload(
       a.prims->files,
       [fd, data, size, offset]() -> long {

@@ -6,11 +6,6 @@
 // talk to a loop only through net::post (drain, force close).
 #include "server.hpp"
 
-#include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -23,12 +18,17 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -83,8 +83,7 @@ struct session {
   net::awaitable<bool> maybe_continue(parser_type& p);
   net::awaitable<bool> upload(parser_type& p, request& req, response& res);
   // Streams a file; returns false if the connection must close. Sets `res` for the log.
-  net::awaitable<bool> download(request& req, response& res, bool head_only,
-                                std::uint64_t& sent);
+  net::awaitable<bool> download(request& req, response& res, bool head_only, std::uint64_t& sent);
   // Serialises the status line and headers of `res` into head_.
   void format_head(const request& req, const response& res, std::uint64_t content_length,
                    bool keep_alive, int version);
@@ -204,8 +203,8 @@ bool valid_file_name(std::string_view name) {
   return true;
 }
 
-void session::format_head(const request& req, const response& res,
-                          std::uint64_t content_length, bool keep_alive, int version) {
+void session::format_head(const request& req, const response& res, std::uint64_t content_length,
+                          bool keep_alive, int version) {
   head_.clear();
   head_ += "HTTP/1.1 ";
   head_ += std::to_string(res.status);
@@ -418,8 +417,8 @@ net::awaitable<bool> session::download(request& req, response& res, bool head_on
   res.content_type = "application/octet-stream";
   res.set("Accept-Ranges", "bytes");
   if (range == 1) {
-    res.set("Content-Range", "bytes " + std::to_string(first) + "-" + std::to_string(last) +
-                                 "/" + std::to_string(size));
+    res.set("Content-Range", "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" +
+                                 std::to_string(size));
   }
   std::uint64_t length = size == 0 ? 0 : last - first + 1;
   res.streamed = true;
@@ -536,7 +535,7 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
           bool ok = co_await download(req, res, req.verb == method::head, sent);
           if (res.streamed) {
             finish(req, matched->pattern, res.status, sent, start);
-            co_return ok && keep_alive;
+            co_return ok&& keep_alive;
           }
           if (!ok) keep_alive = false;
           break;
@@ -563,7 +562,7 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
   bool head_only = req.verb == method::head;
   bool wrote = co_await write_response(head_only ? std::string_view() : res.body);
   finish(req, route_label, res.status, head_only ? 0 : res.body.size(), start);
-  co_return wrote && keep_alive;
+  co_return wrote&& keep_alive;
 }
 
 void session::finish(const request& req, std::string_view route_label, unsigned status,
@@ -620,8 +619,9 @@ net::awaitable<void> refuse(app* a, tcp::socket socket) {
   std::array<char, 32> id_buf;
   std::string_view id = pick_request_id({}, id_buf);
   static constexpr std::string_view body = "{\"error\":\"overloaded\"}";
-  std::string head = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                     "Retry-After: 1\r\nConnection: close\r\nX-Request-Id: ";
+  std::string head =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+      "Retry-After: 1\r\nConnection: close\r\nX-Request-Id: ";
   head.append(id.data(), id.size());
   head += "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n";
   head += body;

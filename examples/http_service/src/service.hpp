@@ -44,7 +44,7 @@ struct request {
   std::string_view method_text;
   std::string_view target;  // path and query as sent
   std::string_view path;
-  std::string_view query;   // after '?', without it
+  std::string_view query;  // after '?', without it
   std::string_view body;
   std::string_view content_type;
   std::string_view accept_encoding;
@@ -83,17 +83,19 @@ struct response {
   bool streamed = false;  // the connection already wrote this response (downloads)
 
   // Adds a header (name must be a literal).
-  void set(std::string_view name, std::string value) { headers.push_back({name, std::move(value)}); }
+  void set(std::string_view name, std::string value) {
+    headers.push_back({name, std::move(value)});
+  }
   // Replaces the body with `{"error":"<message>"}` and sets the status.
   void error(unsigned code, std::string_view message);
 };
 
 // How the connection must treat a route's body.
 enum class route_kind : std::uint8_t {
-  buffered,  // body read whole (bounded by route.max_body), handler fills a response
-  upload,    // body streamed to disk by the connection (POST /upload)
-  download,  // response streamed from disk by the connection (GET/HEAD /download/:name)
-  offloaded, // as buffered, but the handler runs on the offload executor (CPU-heavy work)
+  buffered,   // body read whole (bounded by route.max_body), handler fills a response
+  upload,     // body streamed to disk by the connection (POST /upload)
+  download,   // response streamed from disk by the connection (GET/HEAD /download/:name)
+  offloaded,  // as buffered, but the handler runs on the offload executor (CPU-heavy work)
 };
 
 struct app;
@@ -130,7 +132,8 @@ class router {
   std::vector<route> routes_;
 };
 
-// ---- support.cpp: the middleware pieces that need no Beast ----------------------------------------
+// ---- support.cpp: the middleware pieces that need no Beast
+// ----------------------------------------
 
 // Returns `client` if it is a sane request id (1..128 of [A-Za-z0-9._:+=/-]), else writes a new
 // random 32-hex-digit id into `buf` and returns a view of it.

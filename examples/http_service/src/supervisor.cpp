@@ -1,13 +1,6 @@
 // supervisor.cpp: `--processes N` mode (see supervisor.hpp).
 #include "supervisor.hpp"
 
-#include <netdb.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -17,6 +10,13 @@
 #include <fstream>
 #include <string>
 #include <vector>
+
+#include <netdb.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace service {
 namespace {
@@ -172,8 +172,8 @@ class supervisor {
         } else if (s.pid == pid) {
           s.pid = -1;
           if (now - s.started >= kHealthyAfter) s.failures = 0;
-          auto delay = std::min<clock_type::duration>(kBackoffFirst * (1 << std::min(s.failures, 10)),
-                                                      kBackoffMax);
+          auto delay = std::min<clock_type::duration>(
+              kBackoffFirst * (1 << std::min(s.failures, 10)), kBackoffMax);
           ++s.failures;
           s.next_start = now + delay;
           if (!stopping) {
@@ -263,7 +263,7 @@ int run_supervisor(const config& cfg, int argc, char** argv) {
     return 1;
   }
   std::string host = cfg.listen_host.find(':') != std::string::npos ? "[" + cfg.listen_host + "]"
-                                                                      : cfg.listen_host;
+                                                                    : cfg.listen_host;
   log_line("\"event\":\"supervising\",\"processes\":" + std::to_string(cfg.processes) +
            ",\"url\":\"http://" + host + ":" + std::to_string(port) + "\"");
   supervisor sup(cfg, argc, argv, host + ":" + std::to_string(port));

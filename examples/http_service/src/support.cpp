@@ -1,19 +1,19 @@
 // support.cpp: the router and the middleware pieces that need no Beast: request ids, gzip (zlib),
 // SHA-256 (OpenSSL libcrypto), trusted-proxy client addresses and the JSON access log (spdlog).
-#include <arpa/inet.h>
-
 #include <chrono>
 #include <cstring>
 #include <random>
 #include <thread>
 
-#include <openssl/evp.h>
-#include <spdlog/spdlog.h>
+#include <arpa/inet.h>
 #include <zlib.h>
 
-#include "service.hpp"
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
 #include "metrics.hpp"
 #include "primitives.hpp"
+#include "service.hpp"
 #include "user_store.hpp"
 
 namespace service {
@@ -54,7 +54,8 @@ void response::error(unsigned code, std::string_view message) {
   body.append("\"}");
 }
 
-// ---- router ---------------------------------------------------------------------------------------
+// ---- router
+// ---------------------------------------------------------------------------------------
 
 namespace {
 
@@ -103,9 +104,11 @@ void router::add(std::string_view pattern, std::uint8_t methods, route_kind kind
     if (x.pattern == pattern) all = static_cast<std::uint8_t>(all | x.methods);
   }
   std::string allow;
-  static constexpr std::pair<method, std::string_view> names[] = {
-      {method::get, "GET"}, {method::head, "HEAD"}, {method::post, "POST"},
-      {method::put, "PUT"}, {method::del, "DELETE"}};
+  static constexpr std::pair<method, std::string_view> names[] = {{method::get, "GET"},
+                                                                  {method::head, "HEAD"},
+                                                                  {method::post, "POST"},
+                                                                  {method::put, "PUT"},
+                                                                  {method::del, "DELETE"}};
   for (auto [m, name] : names) {
     if (all & static_cast<std::uint8_t>(m)) {
       if (!allow.empty()) allow += ", ";
@@ -134,7 +137,8 @@ router::match router::find(method verb, std::string_view path, request& req) con
   return m;
 }
 
-// ---- request ids ----------------------------------------------------------------------------------
+// ---- request ids
+// ----------------------------------------------------------------------------------
 
 namespace {
 
@@ -149,8 +153,7 @@ std::uint64_t& rng_state() {
   thread_local std::uint64_t state = [] {
     std::random_device rd;
     return (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^
-           static_cast<std::uint64_t>(
-               std::chrono::steady_clock::now().time_since_epoch().count()) ^
+           static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
            std::hash<std::thread::id>()(std::this_thread::get_id());
   }();
   return state;
@@ -173,12 +176,14 @@ std::string_view pick_request_id(std::string_view client, std::array<char, 32>& 
   auto& state = rng_state();
   for (int half = 0; half < 2; ++half) {
     std::uint64_t v = splitmix64(state);
-    for (int i = 0; i < 16; ++i) buf[static_cast<std::size_t>(half * 16 + i)] = hex[(v >> (i * 4)) & 15];
+    for (int i = 0; i < 16; ++i)
+      buf[static_cast<std::size_t>(half * 16 + i)] = hex[(v >> (i * 4)) & 15];
   }
   return {buf.data(), buf.size()};
 }
 
-// ---- gzip -----------------------------------------------------------------------------------------
+// ---- gzip
+// -----------------------------------------------------------------------------------------
 
 bool accepts_gzip(std::string_view accept_encoding) {
   std::string_view rest = accept_encoding;
@@ -208,8 +213,7 @@ bool accepts_gzip(std::string_view accept_encoding) {
 
 bool compressible(std::string_view content_type, std::size_t size) {
   if (size < 1024) return false;
-  return content_type.substr(0, 5) == "text/" ||
-         content_type.substr(0, 16) == "application/json";
+  return content_type.substr(0, 5) == "text/" || content_type.substr(0, 16) == "application/json";
 }
 
 bool gzip(std::string_view in, std::string& out) {
@@ -237,7 +241,8 @@ bool gzip(std::string_view in, std::string& out) {
   return true;
 }
 
-// ---- sha256 ---------------------------------------------------------------------------------------
+// ---- sha256
+// ---------------------------------------------------------------------------------------
 
 sha256::sha256() : ctx_(EVP_MD_CTX_new()) {
   EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
@@ -263,7 +268,8 @@ std::string sha256::hex() {
   return out;
 }
 
-// ---- trusted proxies ------------------------------------------------------------------------------
+// ---- trusted proxies
+// ------------------------------------------------------------------------------
 
 namespace {
 
@@ -321,8 +327,8 @@ bool proxy_list::parse(const std::vector<std::string>& cidrs, std::string& error
         v = v * 10 + (c - '0');
       }
       if (!ok || v > max) {
-        error = "bad --trusted-proxy \"" + cidr + "\": prefix length must be 0.." +
-                std::to_string(max);
+        error =
+            "bad --trusted-proxy \"" + cidr + "\": prefix length must be 0.." + std::to_string(max);
         return false;
       }
       n.prefix = v;
@@ -360,8 +366,7 @@ std::string_view proxy_list::client(std::string_view peer, std::string_view forw
   std::string_view rest = forwarded_for;
   while (!rest.empty()) {
     auto comma = rest.rfind(',');
-    std::string_view hop =
-        trim(comma == std::string_view::npos ? rest : rest.substr(comma + 1));
+    std::string_view hop = trim(comma == std::string_view::npos ? rest : rest.substr(comma + 1));
     rest = comma == std::string_view::npos ? std::string_view() : rest.substr(0, comma);
     std::array<unsigned char, 16> bytes;
     bool v6 = false;
@@ -371,18 +376,29 @@ std::string_view proxy_list::client(std::string_view peer, std::string_view forw
   return peer;
 }
 
-// ---- access log -----------------------------------------------------------------------------------
+// ---- access log
+// -----------------------------------------------------------------------------------
 
 void json_escape(std::string_view s, std::string& out) {
   static constexpr char hex[] = "0123456789abcdef";
   for (char ch : s) {
     auto c = static_cast<unsigned char>(ch);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20 || c >= 0x7f) {
           // Non-ASCII bytes are escaped too: a path is not necessarily valid UTF-8.

@@ -1,9 +1,9 @@
 // user_store.cpp: the embedded, in-process user store.
 #include "user_store.hpp"
 
-#include <sys/stat.h>
-
 #include <vector>
+
+#include <sys/stat.h>
 
 #include <absl/status/status.h>
 

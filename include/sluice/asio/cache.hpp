@@ -34,6 +34,8 @@
 #include <memory>
 #include <utility>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -41,8 +43,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "sluice/cache.hpp"
 
 namespace sluice::asio {
@@ -77,7 +77,8 @@ boost::asio::awaitable<absl::StatusOr<Value>> get_or_load(
     sluice::cache<Key, Value, Clock, Hash, Eq>& cache, Key key, AsyncLoader loader) {
   auto ticket = cache.begin_load(key);
   if (ticket.answer()) co_return *ticket.answer();
-  if (!ticket.leader()) co_return co_await async_wait_load(cache, ticket, boost::asio::use_awaitable);
+  if (!ticket.leader())
+    co_return co_await async_wait_load(cache, ticket, boost::asio::use_awaitable);
   absl::StatusOr<Value> r = absl::InternalError("sluice::cache: the loader threw");
   try {
     r = co_await loader(key);

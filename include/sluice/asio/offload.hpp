@@ -77,9 +77,9 @@ class offload_op final : public std::enable_shared_from_this<offload_op<Handler,
     auto slot = boost::asio::get_associated_cancellation_slot(handler_);
     if (!slot.is_connected()) return;
     slot.assign([weak = this->weak_from_this()](boost::asio::cancellation_type type) {
-      if ((type & (boost::asio::cancellation_type::terminal |
-                   boost::asio::cancellation_type::partial |
-                   boost::asio::cancellation_type::total)) == boost::asio::cancellation_type::none) {
+      if ((type &
+           (boost::asio::cancellation_type::terminal | boost::asio::cancellation_type::partial |
+            boost::asio::cancellation_type::total)) == boost::asio::cancellation_type::none) {
         return;
       }
       auto self = weak.lock();

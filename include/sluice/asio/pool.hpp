@@ -55,8 +55,9 @@ namespace detail {
 // Internal; one asynchronous acquire: a pool waiter whose wake-ups, deadline timer and
 // cancellation all funnel into exactly one completion (decided under the pool's lock).
 template <class Connection, class Clock, class Handler>
-class acquire_op final : public sluice::detail::pool_waiter,
-                         public std::enable_shared_from_this<acquire_op<Connection, Clock, Handler>> {
+class acquire_op final
+    : public sluice::detail::pool_waiter,
+      public std::enable_shared_from_this<acquire_op<Connection, Clock, Handler>> {
  public:
   using core_type = sluice::detail::pool_core<Connection, Clock>;
   using lease_type = sluice::pool_lease<Connection, Clock>;
@@ -109,9 +110,10 @@ class acquire_op final : public sluice::detail::pool_waiter,
       }
     }
     if (initiating) {
-      boost::asio::post(executor_, [self = this->shared_from_this(), step = std::move(step)]() mutable {
-        self->act(std::move(step));
-      });
+      boost::asio::post(executor_,
+                        [self = this->shared_from_this(), step = std::move(step)]() mutable {
+                          self->act(std::move(step));
+                        });
     } else {
       act(std::move(step));
     }
@@ -131,10 +133,9 @@ class acquire_op final : public sluice::detail::pool_waiter,
     auto slot = boost::asio::get_associated_cancellation_slot(handler_);
     if (slot.is_connected() && !slot.has_handler()) {
       slot.assign([weak = this->weak_from_this()](boost::asio::cancellation_type type) {
-        if ((type & (boost::asio::cancellation_type::terminal |
-                     boost::asio::cancellation_type::partial |
-                     boost::asio::cancellation_type::total)) ==
-            boost::asio::cancellation_type::none) {
+        if ((type &
+             (boost::asio::cancellation_type::terminal | boost::asio::cancellation_type::partial |
+              boost::asio::cancellation_type::total)) == boost::asio::cancellation_type::none) {
           return;
         }
         if (auto self = weak.lock()) self->give_up(true);
@@ -190,10 +191,10 @@ class acquire_op final : public sluice::detail::pool_waiter,
   void complete(boost::system::error_code ec, lease_type lease) {
     boost::asio::get_associated_cancellation_slot(handler_).clear();
     auto work = std::move(work_);
-    boost::asio::dispatch(
-        executor_, [h = std::move(handler_), ec, lease = std::move(lease)]() mutable {
-          std::move(h)(ec, std::move(lease));
-        });
+    boost::asio::dispatch(executor_,
+                          [h = std::move(handler_), ec, lease = std::move(lease)]() mutable {
+                            std::move(h)(ec, std::move(lease));
+                          });
     work.reset();
   }
 
@@ -217,8 +218,7 @@ template <class Connection, class Clock, class CompletionToken>
 auto async_acquire(sluice::pool<Connection, Clock>& pool, typename Clock::time_point deadline,
                    CompletionToken&& token, acquire_site site = acquire_site::current()) {
   using lease_type = sluice::pool_lease<Connection, Clock>;
-  return boost::asio::async_initiate<CompletionToken,
-                                     void(boost::system::error_code, lease_type)>(
+  return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, lease_type)>(
       [](auto handler, sluice::detail::pool_core<Connection, Clock>* core,
          typename Clock::time_point d, acquire_site s) {
         using op_type = detail::acquire_op<Connection, Clock, std::decay_t<decltype(handler)>>;
@@ -232,20 +232,19 @@ template <class Connection, class Clock, class Rep, class Period, class Completi
 auto async_acquire(sluice::pool<Connection, Clock>& pool,
                    std::chrono::duration<Rep, Period> timeout, CompletionToken&& token,
                    acquire_site site = acquire_site::current()) {
-  return async_acquire(pool,
-                       pool.core().clock().now() +
-                           std::chrono::duration_cast<typename Clock::duration>(timeout),
-                       std::forward<CompletionToken>(token), site);
+  return async_acquire(
+      pool,
+      pool.core().clock().now() + std::chrono::duration_cast<typename Clock::duration>(timeout),
+      std::forward<CompletionToken>(token), site);
 }
 
 // Runs `pool.maintain()` every `interval` on `executor` until the pool is closed or the
 // returned timer is cancelled/destroyed. The pool must outlive the timer's last wait (cancel it,
 // then let its handler run, before destroying the pool).
 template <class Connection, class Clock, class Executor>
-std::shared_ptr<boost::asio::steady_timer> maintain_every(sluice::pool<Connection, Clock>& pool,
-                                                          const Executor& executor,
-                                                          std::chrono::steady_clock::duration
-                                                              interval) {
+std::shared_ptr<boost::asio::steady_timer> maintain_every(
+    sluice::pool<Connection, Clock>& pool, const Executor& executor,
+    std::chrono::steady_clock::duration interval) {
   auto timer = std::make_shared<boost::asio::steady_timer>(executor);
   struct loop {
     sluice::detail::pool_core<Connection, Clock>* core;

@@ -61,8 +61,7 @@ class limiter_wait_op {
   using clock_type = typename Limiter::clock_type;
   using reservation_type = decltype(std::declval<Limiter&>().reserve(
       std::uint64_t{1}, std::chrono::nanoseconds{}, std::declval<clock_type&>().now()));
-  using executor_type =
-      boost::asio::associated_executor_t<Handler, boost::asio::system_executor>;
+  using executor_type = boost::asio::associated_executor_t<Handler, boost::asio::system_executor>;
 
   limiter_wait_op(Handler handler, Limiter& limiter, reservation_type reservation)
       : handler_(std::move(handler)),
@@ -77,10 +76,9 @@ class limiter_wait_op {
     auto slot = boost::asio::get_associated_cancellation_slot(op.handler_);
     if (slot.is_connected()) {
       slot.assign([timer = &op.timer_](boost::asio::cancellation_type type) {
-        if ((type & (boost::asio::cancellation_type::terminal |
-                     boost::asio::cancellation_type::partial |
-                     boost::asio::cancellation_type::total)) !=
-            boost::asio::cancellation_type::none) {
+        if ((type &
+             (boost::asio::cancellation_type::terminal | boost::asio::cancellation_type::partial |
+              boost::asio::cancellation_type::total)) != boost::asio::cancellation_type::none) {
           timer->cancel();
         }
       });
@@ -126,9 +124,8 @@ class limiter_wait_op {
   executor_type executor_;
   Limiter& limiter_;
   reservation_type reservation_;
-  boost::asio::basic_waitable_timer<std::chrono::steady_clock,
-                                    boost::asio::wait_traits<std::chrono::steady_clock>,
-                                    executor_type>
+  boost::asio::basic_waitable_timer<
+      std::chrono::steady_clock, boost::asio::wait_traits<std::chrono::steady_clock>, executor_type>
       timer_;
 };
 
@@ -138,7 +135,9 @@ class limiter_wait_op {
 // would be after `deadline`. See the top of this file for the completion signature,
 // cancellation and errors.
 template <class Limiter, class CompletionToken>
-  requires requires(Limiter& l) { l.reserve(std::uint64_t{1}, std::chrono::nanoseconds{}, l.clock().now()); }
+requires requires(Limiter& l) {
+  l.reserve(std::uint64_t{1}, std::chrono::nanoseconds{}, l.clock().now());
+}
 auto async_acquire(Limiter& limiter, std::uint64_t n,
                    sluice::deadline<typename Limiter::clock_type> deadline,
                    CompletionToken&& token) {
@@ -153,8 +152,9 @@ auto async_acquire(Limiter& limiter, std::uint64_t n,
         };
         if (d.expired(now)) return complete_now(make_error_code(error::deadline_exceeded));
         const std::chrono::nanoseconds max_wait =
-            d.is_infinite() ? std::chrono::nanoseconds::max()
-                            : std::chrono::duration_cast<std::chrono::nanoseconds>(d.remaining(now));
+            d.is_infinite()
+                ? std::chrono::nanoseconds::max()
+                : std::chrono::duration_cast<std::chrono::nanoseconds>(d.remaining(now));
         auto r = l->reserve(units, max_wait, now);
         if (r.exceeds_burst()) return complete_now(make_error_code(error::invalid_argument));
         if (!r.ok()) return complete_now(make_error_code(error::deadline_exceeded));
@@ -167,7 +167,9 @@ auto async_acquire(Limiter& limiter, std::uint64_t n,
 
 // As above with a time point on the limiter's clock as the deadline.
 template <class Limiter, class CompletionToken>
-  requires requires(Limiter& l) { l.reserve(std::uint64_t{1}, std::chrono::nanoseconds{}, l.clock().now()); }
+requires requires(Limiter& l) {
+  l.reserve(std::uint64_t{1}, std::chrono::nanoseconds{}, l.clock().now());
+}
 auto async_acquire(Limiter& limiter, std::uint64_t n,
                    typename Limiter::clock_type::time_point deadline, CompletionToken&& token) {
   return async_acquire(limiter, n, sluice::deadline<typename Limiter::clock_type>(deadline),

@@ -151,4 +151,3 @@ class cache_sweeper {
 };
 
 }  // namespace sluice
-

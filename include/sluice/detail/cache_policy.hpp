@@ -5,8 +5,8 @@
 // 2017). It exists apart from the cache so the replay tool and the tests can drive the policy
 // decisions exactly as the cache does.
 //
-// W-TinyLFU in short: new entries enter a small LRU "window" (1% of the capacity at first). When the
-// window overflows, its oldest entry becomes a candidate for the main space, a segmented LRU
+// W-TinyLFU in short: new entries enter a small LRU "window" (1% of the capacity at first). When
+// the window overflows, its oldest entry becomes a candidate for the main space, a segmented LRU
 // (probation 20%, protected 80%). If the main space is full, the candidate competes with the
 // main space's oldest probation entry: the one the frequency sketch has seen more often stays.
 // A probation entry that is hit again moves to protected. A hill climber resizes the window every
@@ -241,8 +241,7 @@ class cache_policy {
     warmed_ = true;
     const std::uint64_t requests = hits_in_sample_ + misses_in_sample_;
     if (requests >= sample_size_) {
-      const double hit_rate =
-          static_cast<double>(hits_in_sample_) / static_cast<double>(requests);
+      const double hit_rate = static_cast<double>(hits_in_sample_) / static_cast<double>(requests);
       const double change = hit_rate - previous_hit_rate_;
       const double amount = change >= 0 ? step_ : -step_;
       const double next_step =
@@ -265,8 +264,7 @@ class cache_policy {
   // stays in `adjustment_` for the next call.
   void grow_window() noexcept {
     if (protected_max_ == 0) return;
-    std::uint64_t quota =
-        std::min(static_cast<std::uint64_t>(adjustment_), protected_max_);
+    std::uint64_t quota = std::min(static_cast<std::uint64_t>(adjustment_), protected_max_);
     protected_max_ -= quota;
     window_max_ += quota;
     demote_protected();

@@ -72,9 +72,9 @@ class offload_task {
   };
 
   template <class D>
-  static constexpr bool fits = sizeof(D) <= inline_size &&
-                               alignof(D) <= alignof(std::max_align_t) &&
-                               std::is_nothrow_move_constructible_v<D>;
+  static constexpr bool fits =
+      sizeof(D) <= inline_size &&
+      alignof(D) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<D>;
 
   template <class D>
   static constexpr ops inline_ops = {

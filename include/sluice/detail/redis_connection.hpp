@@ -4,9 +4,9 @@
 // `sluice::redis::subscriber`, kept apart so the public headers stay a readable manual.
 //
 // Commands enter through a small mutex-protected queue (`submit`), drained on the strand with one
-// post per burst. Everything else runs on one strand: the writer (batches every queued command into one write),
-// the reader (feeds hiredis's parser, matches replies to the FIFO of pending commands), the
-// deadline timer (one per connection, armed at the earliest pending deadline) and the connect
+// post per burst. Everything else runs on one strand: the writer (batches every queued command into
+// one write), the reader (feeds hiredis's parser, matches replies to the FIFO of pending commands),
+// the deadline timer (one per connection, armed at the earliest pending deadline) and the connect
 // coroutine. Public entry points post to that strand, so a handler is never invoked inside the
 // function that initiated its operation.
 #pragma once
@@ -19,13 +19,14 @@
 #include <deque>
 #include <exception>
 #include <functional>
-#include <type_traits>
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include <boost/asio/any_completion_executor.hpp>
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
@@ -47,7 +48,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/system/error_code.hpp>
 
-#include "absl/base/thread_annotations.h"
 #include "sluice/asio/error.hpp"
 #include "sluice/detail/mutex.hpp"
 #include "sluice/detail/redis_reader.hpp"
@@ -257,7 +257,7 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
   };
 
   struct pending_op {
-    reply_handler handler;  // empty once the op completed early (timeout, cancellation)
+    reply_handler handler;              // empty once the op completed early (timeout, cancellation)
     net::any_completion_executor work;  // tracked executor of the handler; empty when local
     bool local;                         // the handler runs on user_ex_
   };
@@ -286,7 +286,9 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     }
   };
 
-  static error_code make(sluice::asio::error e) noexcept { return sluice::asio::make_error_code(e); }
+  static error_code make(sluice::asio::error e) noexcept {
+    return sluice::asio::make_error_code(e);
+  }
 
   template <class Handler>
   net::any_completion_executor track(const Handler& h) const {
@@ -303,9 +305,8 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
                       redis::reply r) {
     auto slot = net::get_associated_cancellation_slot(h);
     if (slot.is_connected()) slot.clear();
-    net::dispatch(ex, [h = std::move(h), ec, r = std::move(r)]() mutable {
-      std::move(h)(ec, std::move(r));
-    });
+    net::dispatch(
+        ex, [h = std::move(h), ec, r = std::move(r)]() mutable { std::move(h)(ec, std::move(r)); });
   }
   // Completes a pending op and releases its work on the handler's executor.
   void complete_op(pending_op& op, error_code ec, redis::reply r) {
@@ -325,9 +326,8 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     auto slot = net::get_associated_cancellation_slot(h);
     if (slot.is_connected()) slot.clear();
     auto ex = net::get_associated_executor(h, user_ex_);
-    net::dispatch(ex, [h = std::move(h), ec, m = std::move(m)]() mutable {
-      std::move(h)(ec, std::move(m));
-    });
+    net::dispatch(
+        ex, [h = std::move(h), ec, m = std::move(m)]() mutable { std::move(h)(ec, std::move(m)); });
   }
   void complete_status(status_handler h, error_code ec) {
     auto ex = net::get_associated_executor(h, user_ex_);
@@ -391,7 +391,8 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
       }
     }
     if (kinds.empty()) co_return error_code{};
-    co_await net::async_write(socket_, net::buffer(out), net::redirect_error(net::use_awaitable, ec));
+    co_await net::async_write(socket_, net::buffer(out),
+                              net::redirect_error(net::use_awaitable, ec));
     if (ec) co_return ec;
     std::size_t got = 0;
     while (got < kinds.size()) {
@@ -486,11 +487,10 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     writing_ = true;
     wbuf_.swap(out_);
     out_.clear();
-    net::async_write(socket_, net::buffer(wbuf_),
-                     net::bind_executor(strand_, [self = shared_from_this(), gen = generation_](
-                                                     error_code ec, std::size_t) {
-                       self->on_write(gen, ec);
-                     }));
+    net::async_write(
+        socket_, net::buffer(wbuf_),
+        net::bind_executor(strand_, [self = shared_from_this(), gen = generation_](
+                                        error_code ec, std::size_t) { self->on_write(gen, ec); }));
   }
 
   void on_write(std::uint64_t gen, error_code ec) {
@@ -508,8 +508,10 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
   void start_read() {
     socket_.async_read_some(
         net::buffer(rbuf_),
-        net::bind_executor(strand_, [self = shared_from_this(), gen = generation_](
-                                        error_code ec, std::size_t n) { self->on_read(gen, ec, n); }));
+        net::bind_executor(
+            strand_, [self = shared_from_this(), gen = generation_](error_code ec, std::size_t n) {
+              self->on_read(gen, ec, n);
+            }));
   }
 
   void on_read(std::uint64_t gen, error_code ec, std::size_t n) {
@@ -598,10 +600,8 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
   void arm(clock::time_point at) {
     armed_ = at;
     timer_.expires_at(at);
-    timer_.async_wait(net::bind_executor(
-        strand_, [self = shared_from_this(), gen = generation_](error_code ec) {
-          self->on_timer(gen, ec);
-        }));
+    timer_.async_wait(net::bind_executor(strand_, [self = shared_from_this(), gen = generation_](
+                                                      error_code ec) { self->on_timer(gen, ec); }));
   }
 
   void on_timer(std::uint64_t gen, error_code ec) {

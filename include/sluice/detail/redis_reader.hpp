@@ -36,7 +36,8 @@ inline redis::reply convert_reply(const redisReply* r) {
     case REDIS_REPLY_ARRAY: {
       std::vector<redis::reply> elements;
       elements.reserve(r->elements);
-      for (std::size_t i = 0; i < r->elements; ++i) elements.push_back(convert_reply(r->element[i]));
+      for (std::size_t i = 0; i < r->elements; ++i)
+        elements.push_back(convert_reply(r->element[i]));
       return redis::reply::array(std::move(elements));
     }
     default:
@@ -80,7 +81,7 @@ class resp_reader {
     if (redisReaderGetReply(reader_, &raw) != REDIS_OK) return result::protocol_error;
     if (raw == nullptr) return result::need_more;
     std::unique_ptr<redisReply, void (*)(void*)> owned(static_cast<redisReply*>(raw),
-                                                        &freeReplyObject);
+                                                       &freeReplyObject);
     if (!discard && out != nullptr) *out = convert_reply(owned.get());
     return result::reply;
   }

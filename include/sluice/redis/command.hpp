@@ -16,10 +16,10 @@
 #pragma once
 
 #include <array>
-#include <tuple>
-#include <type_traits>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "sluice/detail/redis_reader.hpp"

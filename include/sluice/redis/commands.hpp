@@ -23,10 +23,10 @@
 #pragma once
 
 #include <chrono>
-#include <type_traits>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 

@@ -10,9 +10,9 @@
 // under `connect_timeout`), then `async_exec` as much as needed. When the connection breaks
 // (server gone, protocol error) every pending command completes with the error and the
 // connection goes back to disconnected; `async_connect` again reconnects it (pace the attempts,
-// e.g. with sluice::retry's backoff, when the server is down). Commands issued while disconnected or connecting complete at once with
-// `sluice::asio::error::unavailable`: they are never silently queued for a server that may not
-// come back.
+// e.g. with sluice::retry's backoff, when the server is down). Commands issued while disconnected
+// or connecting complete at once with `sluice::asio::error::unavailable`: they are never silently
+// queued for a server that may not come back.
 //
 // Timeouts and cancellation: every command has a deadline (its own `timeout` argument, else
 // `connection_options::command_timeout`), and supports per-operation cancellation (terminal,
@@ -48,9 +48,9 @@
 //
 // Example:
 //   sluice::redis::connection conn(io.get_executor());
-//   co_await conn.async_connect(*sluice::redis::parse_url("redis://127.0.0.1:6379"), use_awaitable);
-//   auto r = co_await conn.async_exec(sluice::redis::command{"GET", "user:42"}, use_awaitable);
-//   if (r.is_string()) std::cout << r.str();
+//   co_await conn.async_connect(*sluice::redis::parse_url("redis://127.0.0.1:6379"),
+//   use_awaitable); auto r = co_await conn.async_exec(sluice::redis::command{"GET", "user:42"},
+//   use_awaitable); if (r.is_string()) std::cout << r.str();
 #pragma once
 
 #include <chrono>
@@ -83,9 +83,8 @@ class connection {
 
   // Creates a disconnected connection on an execution context's executor (an io_context).
   template <class ExecutionContext,
-            std::enable_if_t<std::is_convertible_v<ExecutionContext&,
-                                                   boost::asio::execution_context&>,
-                             int> = 0>
+            std::enable_if_t<
+                std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>, int> = 0>
   explicit connection(ExecutionContext& ctx, connection_options options = {})
       : connection(executor_type(ctx.get_executor()), options) {}
 
@@ -122,11 +121,12 @@ class connection {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [](auto handler, std::shared_ptr<detail::redis_connection_impl> impl, endpoint e) {
           auto& strand = impl->strand();
-          boost::asio::post(strand, [impl = std::move(impl), e = std::move(e),
-                                     h = detail::redis_connection_impl::status_handler(
-                                         std::move(handler))]() mutable {
-            impl->start_connect(std::move(e), std::move(h));
-          });
+          boost::asio::post(
+              strand,
+              [impl = std::move(impl), e = std::move(e),
+               h = detail::redis_connection_impl::status_handler(std::move(handler))]() mutable {
+                impl->start_connect(std::move(e), std::move(h));
+              });
         },
         token, impl_, std::move(ep));
   }
@@ -143,8 +143,7 @@ class connection {
   // (0: no deadline). Completion: void(error_code, reply).
   template <class CompletionToken>
   auto async_exec(command cmd, std::chrono::milliseconds timeout, CompletionToken&& token) {
-    return boost::asio::async_initiate<CompletionToken,
-                                       void(boost::system::error_code, reply)>(
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, reply)>(
         [](auto handler, detail::redis_connection_impl* impl, command c,
            std::chrono::milliseconds t) {
           const bool local = impl->is_local(handler);

@@ -24,10 +24,10 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include <boost/asio/error.hpp>
 #include <boost/system/error_code.hpp>
 
-#include "absl/status/status.h"
 #include "sluice/asio/error.hpp"
 #include "sluice/redis/reply.hpp"
 
@@ -45,7 +45,8 @@ enum class outcome { success, failure, retryable, rejected, cancelled };
 }
 
 // Classifies a completion (error_code, reply).
-[[nodiscard]] inline outcome classify(const boost::system::error_code& ec, const reply& r) noexcept {
+[[nodiscard]] inline outcome classify(const boost::system::error_code& ec,
+                                      const reply& r) noexcept {
   if (ec) {
     if (ec == boost::asio::error::operation_aborted ||
         ec == sluice::asio::make_error_code(sluice::asio::error::cancelled)) {

@@ -27,9 +27,9 @@
 // Time: Redis server time for Redis decisions; std::chrono::steady_clock for local ones.
 //
 // Example:
-//   auto limiter = sluice::redis::gcra_limiter::create(conn, {.limits = {.rate = 100, .burst = 20}});
-//   auto [ec, r] = co_await (*limiter)->async_acquire(client_ip, 1, as_tuple(use_awaitable));
-//   if (!r.allowed) co_return reply_429(r.retry_after);
+//   auto limiter = sluice::redis::gcra_limiter::create(conn, {.limits = {.rate = 100, .burst =
+//   20}}); auto [ec, r] = co_await (*limiter)->async_acquire(client_ip, 1,
+//   as_tuple(use_awaitable)); if (!r.allowed) co_return reply_429(r.retry_after);
 #pragma once
 
 #include <chrono>
@@ -40,12 +40,12 @@
 #include <utility>
 #include <vector>
 
-#include <boost/asio/compose.hpp>
-#include <boost/system/error_code.hpp>
-
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include <boost/asio/compose.hpp>
+#include <boost/system/error_code.hpp>
+
 #include "sluice/asio/error.hpp"
 #include "sluice/detail/mutex.hpp"
 #include "sluice/gcra_limiter.hpp"
@@ -143,15 +143,15 @@ class gcra_limiter {
     auto it = local_.find(absl::string_view(key.data(), key.size()));
     if (it == local_.end()) {
       if (local_.size() >= options_.max_local_keys) local_.clear();
-      it = local_.emplace(std::string(key),
-                          std::make_unique<sluice::gcra_limiter<>>(options_.limits)).first;
+      it = local_
+               .emplace(std::string(key), std::make_unique<sluice::gcra_limiter<>>(options_.limits))
+               .first;
     }
     return it->second->try_acquire(n);
   }
 
  private:
-  gcra_limiter(connection& conn, options opts)
-      : conn_(&conn), options_(std::move(opts)) {
+  gcra_limiter(connection& conn, options opts) : conn_(&conn), options_(std::move(opts)) {
     const auto interval_ns = options_.limits.emission_interval().count();
     interval_us_ = interval_ns / 1000 < 1 ? 1 : interval_ns / 1000;
     burst_ = static_cast<std::int64_t>(options_.limits.burst);

@@ -58,9 +58,8 @@ class subscriber {
     impl_->set_pubsub();
   }
   template <class ExecutionContext,
-            std::enable_if_t<std::is_convertible_v<ExecutionContext&,
-                                                   boost::asio::execution_context&>,
-                             int> = 0>
+            std::enable_if_t<
+                std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>, int> = 0>
   explicit subscriber(ExecutionContext& ctx, connection_options options = {})
       : subscriber(executor_type(ctx.get_executor()), options) {}
 
@@ -83,11 +82,12 @@ class subscriber {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [](auto handler, std::shared_ptr<detail::redis_connection_impl> impl, endpoint e) {
           auto& strand = impl->strand();
-          boost::asio::post(strand, [impl = std::move(impl), e = std::move(e),
-                                     h = detail::redis_connection_impl::status_handler(
-                                         std::move(handler))]() mutable {
-            impl->start_connect(std::move(e), std::move(h));
-          });
+          boost::asio::post(
+              strand,
+              [impl = std::move(impl), e = std::move(e),
+               h = detail::redis_connection_impl::status_handler(std::move(handler))]() mutable {
+                impl->start_connect(std::move(e), std::move(h));
+              });
         },
         token, impl_, std::move(ep));
   }
@@ -97,17 +97,17 @@ class subscriber {
   // Completion: void(error_code, reply).
   template <class CompletionToken>
   auto async_subscribe(std::string channel, CompletionToken&& token) {
-    return boost::asio::async_initiate<CompletionToken,
-                                       void(boost::system::error_code, reply)>(
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, reply)>(
         [](auto handler, std::shared_ptr<detail::redis_connection_impl> impl, std::string ch) {
           auto& strand = impl->strand();
-          boost::asio::post(strand, [impl = std::move(impl), ch = std::move(ch),
-                                     h = detail::redis_connection_impl::reply_handler(
-                                         std::move(handler))]() mutable {
-            const command cmd{"SUBSCRIBE", ch};
-            impl->add_subscription(std::move(ch));
-            impl->exec_now(cmd.wire(), impl->options().command_timeout, std::move(h));
-          });
+          boost::asio::post(
+              strand,
+              [impl = std::move(impl), ch = std::move(ch),
+               h = detail::redis_connection_impl::reply_handler(std::move(handler))]() mutable {
+                const command cmd{"SUBSCRIBE", ch};
+                impl->add_subscription(std::move(ch));
+                impl->exec_now(cmd.wire(), impl->options().command_timeout, std::move(h));
+              });
         },
         token, impl_, std::move(channel));
   }
@@ -116,15 +116,14 @@ class subscriber {
   // void(error_code, message).
   template <class CompletionToken>
   auto async_receive(CompletionToken&& token) {
-    return boost::asio::async_initiate<CompletionToken,
-                                       void(boost::system::error_code, message)>(
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, message)>(
         [](auto handler, std::shared_ptr<detail::redis_connection_impl> impl) {
           auto& strand = impl->strand();
-          boost::asio::post(strand, [impl = std::move(impl),
-                                     h = detail::redis_connection_impl::message_handler(
-                                         std::move(handler))]() mutable {
-            impl->start_receive(std::move(h));
-          });
+          boost::asio::post(
+              strand, [impl = std::move(impl), h = detail::redis_connection_impl::message_handler(
+                                                   std::move(handler))]() mutable {
+                impl->start_receive(std::move(h));
+              });
         },
         token, impl_);
   }

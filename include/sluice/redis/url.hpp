@@ -16,8 +16,8 @@
 // that is wrong (scheme, host, port, database, escape).
 //
 // Example:
-//   absl::StatusOr<sluice::redis::endpoint> ep = sluice::redis::parse_url("redis://:pw@cache:6379/1");
-//   if (!ep.ok()) return ep.status();
+//   absl::StatusOr<sluice::redis::endpoint> ep =
+//   sluice::redis::parse_url("redis://:pw@cache:6379/1"); if (!ep.ok()) return ep.status();
 //   co_await conn.async_connect(*ep, use_awaitable);
 #pragma once
 
@@ -49,7 +49,6 @@ struct endpoint {
 }  // namespace sluice::redis
 
 namespace sluice::detail {
-
 
 inline int hex_value(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';
@@ -110,8 +109,8 @@ namespace sluice::redis {
   // Credentials end at the last '@' before the path (a password may contain an escaped '@' only).
   const std::size_t slash = rest.find('/');
   const std::string_view authority = rest.substr(0, slash);
-  const std::string_view path = slash == std::string_view::npos ? std::string_view{}
-                                                                : rest.substr(slash + 1);
+  const std::string_view path =
+      slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
   std::string_view hostport = authority;
   if (const std::size_t at = authority.rfind('@'); at != std::string_view::npos) {
     const std::string_view userinfo = authority.substr(0, at);
