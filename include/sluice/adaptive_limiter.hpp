@@ -12,7 +12,9 @@
 //     form, which is how spare capacity is discovered); limit moves `smoothing` of the way to the
 //     target. min_rtt is the no-load latency, re-measured by jittered probes (below).
 //   - aimd: +1 per window while the cap is used (in flight >= limit / 2), x backoff_ratio after a
-//     window with a drop or with a mean latency above `aimd_latency_threshold`.
+//     window with a mean latency above `aimd_latency_threshold`.
+//   Both multiply the cap by backoff_ratio instead after a window whose failure rate (from the
+//   health recorder, below) exceeds `failure_rate_threshold` (default 0: any dropped call).
 //
 // Corrections users of the original libraries found necessary, built in:
 //   - explicit min and max limits (min keeps samples flowing so the limiter can recover);
@@ -31,13 +33,24 @@
 //     admit_fraction[sheddable] x limit, `normal` below admit_fraction[normal] x limit, and
 //     `critical` up to the full limit, so critical traffic keeps a share when the rest saturates.
 //
-// Samples come straight from the permits (latency and drop per call). sluice::health_recorder
-// keeps outcome counts, not latencies, so it is not used as the source; feed it from the same
-// call sites if the failure rate is wanted too.
+// Outcome window: the limiter keeps a sluice::health_recorder<Clock> (count-based, one stripe,
+// sized max(min_window_samples, max_limit) capped at 1024 calls, so it holds a whole update window
+// or, for a larger one, its last 1024 calls) and records every finished call of the current window
+// in it: record_success() as a success, record_dropped() as a failure, record_ignored() (and an
+// unrecorded permit) as ignored, which the recorder does not count. In aimd mode with
+// `aimd_latency_threshold` set, a success slower than the threshold is also recorded as slow (the
+// gradient mode judges the window's mean latency, not single calls, so it marks none). At each
+// update the recorder's snapshot decides the backoff (failure_rate > failure_rate_threshold), then
+// the recorder is reset so a failure backs the limit off at most once. `stats().health` is that
+// snapshot for the window in progress. Calls finished during a probe are probe samples and are not
+// recorded. Latencies stay with the limiter: the recorder keeps counts, not times, and the gradient
+// and the aimd latency test need the mean.
 //
 // Thread safety: all member functions may be called concurrently. Admission is lock-free (one CAS
 //   on the in-flight count); recording a sample takes a detail::mutex for a few arithmetic
-//   operations. A permit is used by one thread at a time.
+//   operations plus one recorder write. An update (at most once per min_window_samples calls)
+//   also resets the recorder: one relaxed exchange per recorder slot (<= 1024), under the mutex.
+//   A permit is used by one thread at a time.
 // Time: latencies are measured on the injected clock (permit creation to record_*).
 // Errors: a refusal is an empty std::optional; bad options are InvalidArgument from `create()`.
 //   Admission neither allocates nor throws.
@@ -66,8 +79,10 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "sluice/detail/mutex.hpp"
 #include "sluice/detail/random.hpp"
+#include "sluice/health_recorder.hpp"
 
 namespace sluice {
 
@@ -94,9 +109,15 @@ struct adaptive_limiter_options {
   // Multiplicative decrease after a window with drops (both algorithms). 0.9: TCP-like, gentle
   // enough not to collapse the cap on a single timeout.
   double backoff_ratio = 0.9;
-  // aimd only: a window whose mean latency exceeds this backs off like a drop. 0: latency is
-  // ignored and only drops back off (the right value depends on the dependency).
+  // aimd only: a window whose mean latency exceeds this backs off like a drop; single calls above
+  // it are recorded as slow in the health recorder. 0: latency is ignored and only drops back off
+  // (the right value depends on the dependency).
   std::chrono::nanoseconds aimd_latency_threshold{0};
+  // Both algorithms: a window whose failure rate (dropped / recorded calls, from the health
+  // recorder's snapshot) exceeds this backs off. 0: any drop backs off, as in Netflix's AIMD and
+  // TCP, since a drop is the clearest overload signal; raise it (e.g. 0.05) for a dependency with
+  // a background error rate that is not overload.
+  double failure_rate_threshold = 0.0;
   // gradient only: latency may reach tolerance x min_rtt before the cap shrinks. 1.0: the
   // sqrt(limit) headroom already admits a small queue; raise it for noisy latencies.
   double tolerance = 1.0;
@@ -118,7 +139,8 @@ struct adaptive_limiter_options {
   std::array<double, 3> admit_fraction = {1.0, 0.9, 0.75};
 
   // Returns OK, or InvalidArgument for min_limit 0, min > initial or initial > max, ratios out of
-  // (0, 1], tolerance < 1, non-positive probe interval, or fractions out of (0, 1].
+  // (0, 1], failure_rate_threshold out of [0, 1), tolerance < 1, non-positive probe interval, or
+  // fractions out of (0, 1].
   absl::Status validate() const {
     auto bad = [](const char* what) {
       return absl::InvalidArgumentError(std::string("adaptive_limiter: ") + what);
@@ -129,6 +151,9 @@ struct adaptive_limiter_options {
     }
     if (!(backoff_ratio > 0 && backoff_ratio < 1)) return bad("backoff_ratio in (0, 1)");
     if (!(smoothing > 0 && smoothing <= 1)) return bad("smoothing in (0, 1]");
+    if (!(failure_rate_threshold >= 0 && failure_rate_threshold < 1)) {
+      return bad("failure_rate_threshold in [0, 1)");
+    }
     if (!(tolerance >= 1)) return bad("tolerance >= 1");
     if (probe_interval.count() <= 0) return bad("probe_interval must be > 0");
     if (!(probe_jitter >= 0 && probe_jitter < 1)) return bad("probe_jitter in [0, 1)");
@@ -142,15 +167,18 @@ struct adaptive_limiter_options {
 
 // A point-in-time view of an adaptive limiter.
 struct adaptive_limiter_stats {
-  double estimated_limit = 0;        // the learned cap (not lowered by probes)
-  std::size_t limit = 0;             // the cap admission uses now (min_limit while probing)
-  std::size_t in_flight = 0;         // admitted calls not yet finished
+  double estimated_limit = 0;           // the learned cap (not lowered by probes)
+  std::size_t limit = 0;                // the cap admission uses now (min_limit while probing)
+  std::size_t in_flight = 0;            // admitted calls not yet finished
   std::chrono::nanoseconds min_rtt{0};  // the no-load latency baseline (0: not measured yet)
-  std::uint64_t samples = 0;         // successful calls sampled
-  std::uint64_t dropped = 0;         // calls recorded as dropped
-  std::uint64_t ignored = 0;         // calls recorded as ignored (cancelled)
-  std::uint64_t probes = 0;          // probes completed
+  std::uint64_t samples = 0;            // successful calls sampled
+  std::uint64_t dropped = 0;            // calls recorded as dropped
+  std::uint64_t ignored = 0;            // calls recorded as ignored (cancelled)
+  std::uint64_t probes = 0;             // probes completed
   bool probing = false;
+  // The health recorder's snapshot of the window in progress (calls recorded since the last update;
+  // failures are drops, slow calls as described in the header comment).
+  health_snapshot health;
 };
 
 template <class Clock = std::chrono::steady_clock>
@@ -210,7 +238,7 @@ class adaptive_limiter {
 
   // Creates a limiter at initial_limit. Precondition: `opts.validate()` is OK.
   explicit adaptive_limiter(const options& opts, Clock clock = Clock())
-      : opts_(opts), clock_(std::move(clock)) {
+      : opts_(opts), clock_(std::move(clock)), health_(recorder_options(opts_), clock_) {
     detail::mutex_lock lock(mu_);
     estimate_ = static_cast<double>(opts_.initial_limit);
     limit_.store(opts_.initial_limit, std::memory_order_relaxed);
@@ -258,6 +286,7 @@ class adaptive_limiter {
     s.ignored = ignored_;
     s.probes = probes_;
     s.probing = probing_;
+    s.health = health_.snapshot();
     return s;
   }
 
@@ -266,6 +295,19 @@ class adaptive_limiter {
 
  private:
   using outcome = typename permit::outcome;
+
+  // Returns the recorder's shape: count-based, large enough for a whole update window (at most
+  // max(min_window_samples, max_limit) calls; capped at 1024, beyond which the rate is judged on
+  // the last 1024 calls, plenty for a rate and it bounds the reset), one stripe since it is only
+  // written under mu_ (which keeps it exact).
+  static health_recorder_options recorder_options(const options& o) {
+    health_recorder_options r;
+    r.kind = health_recorder_options::window_kind::count_based;
+    r.window_size =
+        std::clamp<std::size_t>(std::max(o.min_window_samples, o.max_limit), 1, std::size_t{1024});
+    r.stripes = 1;
+    return r;
+  }
 
   std::chrono::nanoseconds next_probe_delay() const {
     return detail::jitter(opts_.probe_interval, opts_.probe_jitter);
@@ -294,8 +336,12 @@ class adaptive_limiter {
     }
     ++window_count_;
     if (o == outcome::dropped) {
-      window_dropped_ = true;
+      health_.record(call_outcome::failure);
     } else {
+      const auto slow_after = opts_.aimd_latency_threshold.count();
+      const bool slow = opts_.algorithm == adaptive_algorithm::aimd && slow_after > 0 &&
+                        rtt > static_cast<double>(slow_after);
+      health_.record(call_outcome::success, slow);
       ++window_ok_;
       window_sum_ += rtt;
       window_min_ = std::min(window_min_, rtt);
@@ -309,10 +355,12 @@ class adaptive_limiter {
 
   void update(time_point now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const bool used = static_cast<double>(window_max_in_flight_) * 2 >= estimate_;
+    const health_snapshot health = health_.snapshot();
+    const bool failing = health.calls > 0 && health.failure_rate > opts_.failure_rate_threshold;
     if (opts_.algorithm == adaptive_algorithm::aimd) {
       const double mean = window_ok_ > 0 ? window_sum_ / static_cast<double>(window_ok_) : 0;
       const double threshold = static_cast<double>(opts_.aimd_latency_threshold.count());
-      if (window_dropped_ || (threshold > 0 && window_ok_ > 0 && mean > threshold)) {
+      if (failing || (threshold > 0 && window_ok_ > 0 && mean > threshold)) {
         estimate_ *= opts_.backoff_ratio;
       } else if (used) {
         estimate_ += 1;
@@ -321,7 +369,7 @@ class adaptive_limiter {
       if (window_ok_ > 0) {
         min_rtt_ = min_rtt_ <= 0 ? window_min_ : std::min(min_rtt_, window_min_);
       }
-      if (window_dropped_) {
+      if (failing) {
         estimate_ *= opts_.backoff_ratio;
       } else if (window_ok_ > 0) {
         const double mean = window_sum_ / static_cast<double>(window_ok_);
@@ -336,7 +384,7 @@ class adaptive_limiter {
     window_count_ = window_ok_ = 0;
     window_sum_ = 0;
     window_min_ = std::numeric_limits<double>::infinity();
-    window_dropped_ = false;
+    health_.reset();
     window_max_in_flight_ = 0;
     if (opts_.algorithm == adaptive_algorithm::gradient && now >= next_probe_) {
       probing_ = true;
@@ -364,6 +412,9 @@ class adaptive_limiter {
   std::atomic<std::size_t> limit_{1};
   std::atomic<std::size_t> in_flight_{0};
   std::atomic<std::uint32_t> epoch_{0};  // bumped when a probe starts
+  // The outcome window. Lock-free itself, but written and reset only under mu_ so that its
+  // contents are exactly the current update window; read by stats() under mu_ too.
+  health_recorder<Clock> health_;
 
   mutable detail::mutex mu_;
   double estimate_ ABSL_GUARDED_BY(mu_) = 1;
@@ -372,7 +423,6 @@ class adaptive_limiter {
   std::size_t window_ok_ ABSL_GUARDED_BY(mu_) = 0;
   double window_sum_ ABSL_GUARDED_BY(mu_) = 0;
   double window_min_ ABSL_GUARDED_BY(mu_) = std::numeric_limits<double>::infinity();
-  bool window_dropped_ ABSL_GUARDED_BY(mu_) = false;
   std::size_t window_max_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   bool probing_ ABSL_GUARDED_BY(mu_) = false;
   std::size_t probe_count_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,5 +1,3 @@
-#include <sluice/adaptive_limiter.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -9,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include <sluice/adaptive_limiter.hpp>
 #include <sluice/testing/manual_clock.hpp>
 
 #include "catch.hpp"
@@ -33,8 +32,8 @@ class simulated_server {
   void set_service(std::chrono::nanoseconds s) { service_ = s; }
 
   // Runs until `until`, calling `observe` after every completion.
-  void run_until(manual_clock::time_point until,
-                 const std::function<void()>& observe = [] {}) {
+  void run_until(
+      manual_clock::time_point until, const std::function<void()>& observe = [] {}) {
     while (clock_.now() < until) {
       // One priority class (critical: the whole cap), so the admitted concurrency is the limit.
       while (auto p = limiter_.try_acquire(call_priority::critical)) {
@@ -67,7 +66,7 @@ class simulated_server {
   manual_clock clock_;
   std::chrono::nanoseconds service_;
   std::vector<manual_clock::time_point> workers_;  // min-heap of the times workers free up
-  std::vector<event> events_;                     // min-heap of completions
+  std::vector<event> events_;                      // min-heap of completions
 };
 
 // Returns the mean learned limit over [from, until) of simulated time, sampled per completion.
@@ -95,19 +94,28 @@ TEST_CASE("adaptive_limiter: create validates options", "[adaptive_limiter]") {
         absl::StatusCode::kInvalidArgument);
   CHECK(limiter_t::create({.admit_fraction = {1.0, 0.0, 0.5}}, clock).status().code() ==
         absl::StatusCode::kInvalidArgument);
+  CHECK(limiter_t::create({.failure_rate_threshold = 1.0}, clock).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(limiter_t::create({.failure_rate_threshold = -0.1}, clock).status().code() ==
+        absl::StatusCode::kInvalidArgument);
   REQUIRE(limiter_t::create({}, clock).ok());
 }
 
-TEST_CASE("adaptive_limiter: gradient converges to the server's capacity and recovers after "
-          "a latency spike",
-          "[adaptive_limiter]") {
+TEST_CASE(
+    "adaptive_limiter: gradient converges to the server's capacity and recovers after "
+    "a latency spike",
+    "[adaptive_limiter]") {
   const std::size_t capacity = GENERATE(std::size_t{50}, std::size_t{100});
   INFO("capacity " << capacity);
   manual_clock clock;
   // Probes without jitter, every 4 s, so the spike below falls between two of them: a probe
   // during a transient spike would (by design) adopt the spike's latency until the next probe.
-  limiter_t limiter({.initial_limit = 10, .min_limit = 4, .max_limit = 1000,
-                     .probe_interval = 4s, .probe_jitter = 0, .probe_samples = 8},
+  limiter_t limiter({.initial_limit = 10,
+                     .min_limit = 4,
+                     .max_limit = 1000,
+                     .probe_interval = 4s,
+                     .probe_jitter = 0,
+                     .probe_samples = 8},
                     clock);
   simulated_server server(limiter, clock, capacity, 10ms);
   const auto t0 = clock.now();
@@ -137,7 +145,8 @@ TEST_CASE("adaptive_limiter: aimd converges to the capacity and recovers after a
           "[adaptive_limiter]") {
   const std::size_t capacity = 60;
   manual_clock clock;
-  limiter_t limiter({.algorithm = sluice::adaptive_algorithm::aimd, .initial_limit = 10,
+  limiter_t limiter({.algorithm = sluice::adaptive_algorithm::aimd,
+                     .initial_limit = 10,
                      .aimd_latency_threshold = 11ms},
                     clock);
   simulated_server server(limiter, clock, capacity, 10ms);
@@ -159,8 +168,7 @@ TEST_CASE("adaptive_limiter: aimd converges to the capacity and recovers after a
 
 TEST_CASE("adaptive_limiter: min and max bound the limit", "[adaptive_limiter]") {
   manual_clock clock;
-  limiter_t limiter({.initial_limit = 10, .min_limit = 8, .max_limit = 12,
-                     .min_window_samples = 4},
+  limiter_t limiter({.initial_limit = 10, .min_limit = 8, .max_limit = 12, .min_window_samples = 4},
                     clock);
   // Fast, saturated calls: the limit grows, but not past max.
   for (int round = 0; round < 50; ++round) {
@@ -250,8 +258,10 @@ TEST_CASE("adaptive_limiter: concurrent admission never exceeds the limit",
         auto p = limiter.try_acquire(static_cast<call_priority>(i % 3));
         if (!p) continue;
         if (limiter.in_flight() > 64) over = true;
-        if ((i + t) % 3 == 0) p->record_success();
-        else if ((i + t) % 3 == 1) p->record_dropped();
+        if ((i + t) % 3 == 0)
+          p->record_success();
+        else if ((i + t) % 3 == 1)
+          p->record_dropped();
       }
     });
   }
@@ -261,4 +271,165 @@ TEST_CASE("adaptive_limiter: concurrent admission never exceeds the limit",
   const auto s = limiter.stats();
   CHECK(s.estimated_limit >= 4);
   CHECK(s.estimated_limit <= 64);
+}
+
+TEST_CASE(
+    "adaptive_limiter: aimd backs off when the recorder's failure rate exceeds the "
+    "threshold, not at or below it",
+    "[adaptive_limiter]") {
+  // One window = 10 calls (min_window_samples 10, limit 10), all admitted at once (the cap is
+  // used), `failures` of them dropped: 2/10 is at the 0.2 threshold, 3/10 above it.
+  const int failures = GENERATE(0, 1, 2, 3, 5, 10);
+  INFO("failures " << failures);
+  manual_clock clock;
+  limiter_t limiter({.algorithm = sluice::adaptive_algorithm::aimd,
+                     .initial_limit = 10,
+                     .min_limit = 4,
+                     .max_limit = 100,
+                     .min_window_samples = 10,
+                     .failure_rate_threshold = 0.2},
+                    clock);
+  std::vector<limiter_t::permit> ps;
+  while (auto p = limiter.try_acquire(call_priority::critical)) ps.push_back(std::move(*p));
+  REQUIRE(ps.size() == 10);
+  clock.advance(1ms);
+  for (int i = 0; i < 9; ++i) {
+    if (i < failures) {
+      ps[static_cast<std::size_t>(i)].record_dropped();
+    } else {
+      ps[static_cast<std::size_t>(i)].record_success();
+    }
+  }
+  // The recorder's snapshot of the window in progress is what stats() exposes.
+  const auto before = limiter.stats();
+  CHECK(before.health.calls == 9);
+  CHECK(before.health.failures == static_cast<std::uint64_t>(std::min(failures, 9)));
+  CHECK(before.health.slow_calls == 0);
+  CHECK(before.estimated_limit == 10);
+  if (failures == 10) {
+    ps[9].record_dropped();
+  } else {
+    ps[9].record_success();
+  }
+  const auto after = limiter.stats();
+  if (failures > 2) {
+    CHECK(after.estimated_limit == Approx(9.0));  // 10 x backoff_ratio 0.9
+  } else {
+    CHECK(after.estimated_limit == 11);  // additive increase: the cap was used
+  }
+  CHECK(after.health.calls == 0);  // the window closed: the recorder starts afresh
+  CHECK(after.dropped == static_cast<std::uint64_t>(failures));
+}
+
+TEST_CASE(
+    "adaptive_limiter: a failure backs the limit off once, then the next window is judged "
+    "on its own",
+    "[adaptive_limiter]") {
+  manual_clock clock;
+  limiter_t limiter({.algorithm = sluice::adaptive_algorithm::aimd,
+                     .initial_limit = 10,
+                     .min_limit = 4,
+                     .max_limit = 100,
+                     .min_window_samples = 5,
+                     .failure_rate_threshold = 0.2},
+                    clock);
+  auto window = [&](int drops) {
+    std::vector<limiter_t::permit> ps;
+    while (auto p = limiter.try_acquire(call_priority::critical)) ps.push_back(std::move(*p));
+    clock.advance(1ms);
+    int i = 0;
+    for (auto& p : ps) {
+      if (i++ < drops) {
+        p.record_dropped();
+      } else {
+        p.record_success();
+      }
+    }
+  };
+  window(5);  // 5/10 > 0.2: 10 -> 9 (the window: max(5, limit) calls)
+  CHECK(limiter.stats().estimated_limit == Approx(9.0));
+  window(0);  // a clean window: the earlier drops are forgotten, 9 -> 10
+  CHECK(limiter.stats().estimated_limit == Approx(10.0));
+}
+
+TEST_CASE("adaptive_limiter: ignored and cancelled calls do not count in the failure rate",
+          "[adaptive_limiter]") {
+  manual_clock clock;
+  limiter_t limiter({.algorithm = sluice::adaptive_algorithm::aimd,
+                     .initial_limit = 10,
+                     .min_limit = 4,
+                     .max_limit = 100,
+                     .min_window_samples = 10,
+                     .failure_rate_threshold = 0.2},
+                    clock);
+  std::vector<limiter_t::permit> ps;
+  while (auto p = limiter.try_acquire(call_priority::critical)) ps.push_back(std::move(*p));
+  REQUIRE(ps.size() == 10);
+  clock.advance(1ms);
+  ps[0].record_dropped();
+  ps[1].record_dropped();
+  for (std::size_t i = 2; i < 5; ++i) ps[i].record_ignored();  // cancelled by the caller
+  ps.erase(ps.begin() + 7, ps.end());  // three destroyed unrecorded: ignored too
+  {
+    const auto s = limiter.stats();
+    CHECK(s.ignored == 6);
+    CHECK(s.health.calls == 2);  // only the drops are in the window
+    CHECK(s.health.failures == 2);
+    CHECK(s.health.failure_rate == 1.0);
+    CHECK(s.estimated_limit == 10);  // no update: ignored calls do not fill the window either
+  }
+  // Eight successes close the window: 2 failures / 10 calls = 0.2, not above the threshold. Had
+  // the six ignored calls counted as failures (8/16) the limit would back off; had they counted
+  // as calls the window would have closed early.
+  for (std::size_t i = 5; i < 7; ++i) ps[i].record_success();
+  std::vector<limiter_t::permit> more;
+  for (int i = 0; i < 6; ++i) {
+    auto p = limiter.try_acquire(call_priority::critical);
+    REQUIRE(p.has_value());
+    more.push_back(std::move(*p));
+  }
+  clock.advance(1ms);
+  for (std::size_t i = 0; i < 5; ++i) more[i].record_success();
+  CHECK(limiter.stats().health.calls == 9);
+  CHECK(limiter.stats().estimated_limit == 10);
+  more[5].record_success();
+  CHECK(limiter.stats().estimated_limit == 11);
+  CHECK(limiter.stats().health.calls == 0);
+  // Control: three drops in an 11-call window (3/11 > 0.2) do back off.
+  std::vector<limiter_t::permit> next;
+  while (auto p = limiter.try_acquire(call_priority::critical)) next.push_back(std::move(*p));
+  REQUIRE(next.size() == 11);
+  for (std::size_t i = 0; i < 11; ++i) {
+    if (i < 3) {
+      next[i].record_dropped();  // 3/11 > 0.2
+    } else {
+      next[i].record_success();
+    }
+  }
+  CHECK(limiter.stats().estimated_limit == Approx(9.9));
+}
+
+TEST_CASE("adaptive_limiter: aimd records calls slower than its latency threshold as slow",
+          "[adaptive_limiter]") {
+  manual_clock clock;
+  limiter_t limiter({.algorithm = sluice::adaptive_algorithm::aimd,
+                     .initial_limit = 10,
+                     .min_limit = 4,
+                     .max_limit = 100,
+                     .min_window_samples = 10,
+                     .aimd_latency_threshold = 5ms},
+                    clock);
+  auto fast = limiter.try_acquire();
+  auto slow = limiter.try_acquire();
+  auto slow_drop = limiter.try_acquire();
+  REQUIRE((fast && slow && slow_drop));
+  clock.advance(2ms);
+  fast->record_success();
+  clock.advance(10ms);
+  slow->record_success();
+  slow_drop->record_dropped();  // a failure's latency is not judged: not marked slow
+  const auto h = limiter.stats().health;
+  CHECK(h.calls == 3);
+  CHECK(h.failures == 1);
+  CHECK(h.slow_calls == 1);
 }
