@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -258,6 +259,7 @@ TEST_CASE("adaptive_limiter: concurrent admission never exceeds the limit",
         auto p = limiter.try_acquire(static_cast<call_priority>(i % 3));
         if (!p) continue;
         if (limiter.in_flight() > 64) over = true;
+        if (i % 64 == 0) (void)limiter.stats();  // snapshots race with recording and resets
         if ((i + t) % 3 == 0)
           p->record_success();
         else if ((i + t) % 3 == 1)
@@ -432,4 +434,37 @@ TEST_CASE("adaptive_limiter: aimd records calls slower than its latency threshol
   CHECK(h.calls == 3);
   CHECK(h.failures == 1);
   CHECK(h.slow_calls == 1);
+}
+
+TEST_CASE("adaptive_limiter: gradient backs off on the recorder's failure rate above the threshold",
+          "[adaptive_limiter]") {
+  const int failures = GENERATE(2, 3);
+  INFO("failures " << failures);
+  manual_clock clock;
+  limiter_t limiter({.initial_limit = 10,
+                     .min_limit = 4,
+                     .max_limit = 100,
+                     .min_window_samples = 10,
+                     .failure_rate_threshold = 0.25,
+                     .probe_interval = 1h},
+                    clock);
+  std::vector<limiter_t::permit> ps;
+  while (auto p = limiter.try_acquire(call_priority::critical)) ps.push_back(std::move(*p));
+  REQUIRE(ps.size() == 10);
+  clock.advance(10ms);
+  for (int i = 0; i < 10; ++i) {
+    if (i < failures) {
+      ps[static_cast<std::size_t>(i)].record_dropped();
+    } else {
+      ps[static_cast<std::size_t>(i)].record_success();
+    }
+  }
+  const auto s = limiter.stats();
+  if (failures == 3) {
+    CHECK(s.estimated_limit == Approx(9.0));  // 3/10 > 0.25: x 0.9
+  } else {
+    // 2/10 <= 0.25: the latency decides (all at min_rtt: grow by smoothing x sqrt(10)).
+    CHECK(s.estimated_limit == Approx(10 + 0.2 * std::sqrt(10.0)));
+  }
+  CHECK(s.min_rtt == 10ms);
 }
