@@ -98,3 +98,24 @@ TEST_CASE("detail::sleep_until on a real clock returns at once for a past time",
   sluice::detail::sleep_until(coarse, coarse_before);
   CHECK(coarse.now() >= coarse_before);
 }
+
+TEST_CASE("detail::wait_until with an infinite real-clock deadline waits for the condition",
+          "[clock]") {
+  std::chrono::steady_clock steady;
+  sluice::detail::mutex mu;
+  sluice::detail::cond_var cv;
+  bool ready = false;
+  std::thread notifier([&] {
+    sluice::detail::mutex_lock lock(mu);
+    ready = true;
+    cv.notify_all();
+  });
+  bool got = false;
+  {
+    sluice::detail::mutex_lock lock(mu);
+    got = sluice::detail::wait_until(steady, cv, mu, std::chrono::steady_clock::time_point::max(),
+                                     [&] { return ready; });
+  }
+  notifier.join();
+  CHECK(got);
+}

@@ -48,9 +48,17 @@ bool wait_until(Clock& clock, cond_var& cv, mutex& mu, typename Clock::time_poin
     if constexpr (is_manual_clock_v<Clock>) {
       cv.wait_for(mu, manual_clock_poll);
     } else {
-      cv.wait_until(
-          mu, std::chrono::steady_clock::now() +
-                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(deadline - now));
+      // An infinite deadline (time_point::max()) must not overflow when turned into a steady
+      // clock time: waits longer than a century are plain waits for a notification.
+      constexpr auto century = std::chrono::hours(24 * 365 * 100);
+      const auto remaining = deadline - now;
+      if (remaining >= std::chrono::duration_cast<typename Clock::duration>(century)) {
+        cv.wait(mu);
+      } else {
+        cv.wait_until(
+            mu, std::chrono::steady_clock::now() +
+                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(remaining));
+      }
     }
   }
   return true;
