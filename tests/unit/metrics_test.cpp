@@ -73,6 +73,9 @@ TEST_CASE("metrics: update paths neither lock nor allocate", "[metrics]") {
   STATIC_REQUIRE(noexcept(hist.observe(1.0)));
   STATIC_REQUIRE(noexcept(lat.observe_ns(1)));
 
+  // The thread's first update claims its metrics slot; the runtime may allocate once for that
+  // thread-local registration. The steady state is what must not allocate.
+  child.inc();
   sluice_test::alloc_scope scope;
   for (int i = 0; i < 1000; ++i) {
     child.inc();
@@ -81,7 +84,7 @@ TEST_CASE("metrics: update paths neither lock nor allocate", "[metrics]") {
     (*g)->add(1);
   }
   CHECK(scope.allocations() == 0);
-  CHECK(child.value() == 1000);
+  CHECK(child.value() == 1001);
 }
 
 TEST_CASE("metrics: every row sits on cache lines of its own", "[metrics]") {
