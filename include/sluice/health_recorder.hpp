@@ -1,10 +1,10 @@
 // sluice/health_recorder.hpp
 //
 // `sluice::health_recorder` remembers the outcomes of recent calls to a dependency -- success,
-// failure, or ignored, each possibly also "slow" -- in a sliding window, and answers "how healthy
-// is it?" with a cheap snapshot {calls, failures, slow_calls, failure_rate, slow_call_rate}. The
-// circuit breaker judges its failure and slow-call thresholds with it; the retry budget and the
-// adaptive concurrency limiter read it too.
+// failure, or ignored, each possibly also "slow" -- in a sliding window, and answers "how healthy is
+// it?" with a cheap snapshot {calls, failures, slow_calls, failure_rate, slow_call_rate}. The circuit
+// breaker judges its failure and slow-call thresholds with it; the retry budget and the adaptive
+// concurrency limiter read it too.
 //
 // Two kinds of window:
 //   - count-based (the default): the outcomes of the last `window_size` calls. It never reads the
@@ -22,12 +22,12 @@
 //     each thread's stripe reserves a chunk of consecutive ring slots (`chunk()`: an eighth of
 //     the window, at most 64) from a shared chunk cursor and fills it call by call; a thread that
 //     meets another on its stripe moves to another stripe (detail/breaker_stripe.hpp). Aggregate
-//     counters change only when a slot's outcome changes, by exactly the difference (an atomic
-//     exchange of the slot), so at quiescence `calls`/`failures`/`slow_calls` equal the ring's
-//     contents exactly. The one approximation: a chunk a thread has reserved but not yet filled
-//     still holds the outcomes of the previous lap, so with T threads recording, up to T*(chunk-1)
-//     of the N remembered outcomes may be up to N + T*chunk calls old instead of N. With one thread
-//     the window is exact.
+//     counters change only when a
+//     slot's outcome changes, by exactly the difference (an atomic exchange of the slot), so at
+//     quiescence `calls`/`failures`/`slow_calls` equal the ring's contents exactly. The one
+//     approximation: a chunk a thread has reserved but not yet filled still holds the outcomes of
+//     the previous lap, so with T threads recording, up to T*(chunk-1) of the N remembered outcomes
+//     may be up to N + T*chunk calls old instead of N. With one thread the window is exact.
 //   - Time-based: per-stripe buckets (a 32-bit bucket number packed with each 32-bit counter, so a
 //     stale bucket is recognised and restarted with one CAS); counters saturate, never wrap. The
 //     window covers the current, partial bucket plus the `buckets - 1` before it, so it spans
@@ -45,9 +45,8 @@
 //
 // Thread safety: all member functions may be called concurrently. A recorder is movable (its
 //                window lives on the heap) but must not be moved while other threads use it.
-// Time: read from the injected clock (default std::chrono::steady_clock) by time-based windows
-// only. Errors: invalid options are rejected by `create` with InvalidArgument (the constructor
-// throws
+// Time: read from the injected clock (default std::chrono::steady_clock) by time-based windows only.
+// Errors: invalid options are rejected by `create` with InvalidArgument (the constructor throws
 //         std::invalid_argument for them); recording and snapshots never fail, throw or allocate.
 //
 // Example:

@@ -16,8 +16,8 @@
 // `Limiter` is any sluice limiter with `options`, a `(options, clock)` constructor, a move
 // constructor, `try_acquire(n, now)`, `set_limits(options)` and `reset()`: gcra_limiter (the
 // default; a key then takes one 64-byte cache line with an 8-byte key), token_bucket,
-// sliding_window_limiter. Keys must be copy-constructible and copy-assignable (a key is stored
-// once, in its slot); `Hash` and `Eq` must be stateless (default-constructed where needed), as
+// sliding_window_limiter. Keys must be copy-constructible and copy-assignable (a key is stored once,
+// in its slot); `Hash` and `Eq` must be stateless (default-constructed where needed), as
 // absl::Hash and std::equal_to are. The clock is read once per decision.
 //
 // Idle keys: a key not seen for `idle_timeout` is removed, a few at a time on every decision

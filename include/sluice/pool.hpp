@@ -46,8 +46,10 @@
 //
 // Example:
 //   sluice::pool_factory<db_conn> factory{
-//       .create = [](auto deadline) -> absl::StatusOr<db_conn> { return db_conn::open(url,
-//       deadline); }, .validate = [](db_conn& c) { return c.ping(); },
+//       .create = [](auto deadline) -> absl::StatusOr<db_conn> {
+//         return db_conn::open(url, deadline);
+//       },
+//       .validate = [](db_conn& c) { return c.ping(); },
 //   };
 //   auto pool = sluice::pool<db_conn>::make(std::move(factory), {.max_size = 16}).value();
 //   if (auto lease = pool.acquire(std::chrono::milliseconds(200)); lease.ok()) {

@@ -5,8 +5,8 @@
 // newer.
 //
 //   sluice/redis/url.hpp           redis://[[user]:password@]host[:port][/db] -> endpoint
-//   sluice/redis/reply.hpp         the typed reply value (nil, integer, string, status, error,
-//   array) sluice/redis/command.hpp       a command encoded once (binary-safe)
+//   sluice/redis/reply.hpp         the typed reply value (nil, integer, string, status, error, array)
+//   sluice/redis/command.hpp       a command encoded once (binary-safe)
 //   sluice/redis/error.hpp         outcome classification for breakers and retries, to_status
 //   sluice/redis/connection.hpp    one pipelined, non-blocking connection (timeouts, cancellation)
 //   sluice/redis/commands.hpp      GET, SET (EX/PX/NX/XX), DEL, EXPIRE, HGETALL, HSET, INCR, PING,
@@ -17,8 +17,8 @@
 // Example:
 //   #include <sluice/redis.hpp>
 //   sluice::redis::connection conn(io.get_executor());
-//   co_await conn.async_connect(*sluice::redis::parse_url("redis://127.0.0.1:6379"),
-//   use_awaitable); auto value = co_await sluice::redis::async_get(conn, "user:42", use_awaitable);
+//   co_await conn.async_connect(*sluice::redis::parse_url("redis://127.0.0.1:6379"), use_awaitable);
+//   auto value = co_await sluice::redis::async_get(conn, "user:42", use_awaitable);
 #pragma once
 
 #include "sluice/asio.hpp"

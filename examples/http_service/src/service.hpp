@@ -132,8 +132,7 @@ class router {
   std::vector<route> routes_;
 };
 
-// ---- support.cpp: the middleware pieces that need no Beast
-// ----------------------------------------
+// ---- support.cpp: the middleware pieces that need no Beast ----------------------------------------
 
 // Returns `client` if it is a sane request id (1..128 of [A-Za-z0-9._:+=/-]), else writes a new
 // random 32-hex-digit id into `buf` and returns a view of it.

@@ -54,8 +54,7 @@ void response::error(unsigned code, std::string_view message) {
   body.append("\"}");
 }
 
-// ---- router
-// ---------------------------------------------------------------------------------------
+// ---- router ---------------------------------------------------------------------------------------
 
 namespace {
 
@@ -137,8 +136,7 @@ router::match router::find(method verb, std::string_view path, request& req) con
   return m;
 }
 
-// ---- request ids
-// ----------------------------------------------------------------------------------
+// ---- request ids ----------------------------------------------------------------------------------
 
 namespace {
 
@@ -182,8 +180,7 @@ std::string_view pick_request_id(std::string_view client, std::array<char, 32>& 
   return {buf.data(), buf.size()};
 }
 
-// ---- gzip
-// -----------------------------------------------------------------------------------------
+// ---- gzip -----------------------------------------------------------------------------------------
 
 bool accepts_gzip(std::string_view accept_encoding) {
   std::string_view rest = accept_encoding;
@@ -241,8 +238,7 @@ bool gzip(std::string_view in, std::string& out) {
   return true;
 }
 
-// ---- sha256
-// ---------------------------------------------------------------------------------------
+// ---- sha256 ---------------------------------------------------------------------------------------
 
 sha256::sha256() : ctx_(EVP_MD_CTX_new()) {
   EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
@@ -268,8 +264,7 @@ std::string sha256::hex() {
   return out;
 }
 
-// ---- trusted proxies
-// ------------------------------------------------------------------------------
+// ---- trusted proxies ------------------------------------------------------------------------------
 
 namespace {
 
@@ -376,8 +371,7 @@ std::string_view proxy_list::client(std::string_view peer, std::string_view forw
   return peer;
 }
 
-// ---- access log
-// -----------------------------------------------------------------------------------
+// ---- access log -----------------------------------------------------------------------------------
 
 void json_escape(std::string_view s, std::string& out) {
   static constexpr char hex[] = "0123456789abcdef";

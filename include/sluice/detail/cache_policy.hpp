@@ -5,8 +5,8 @@
 // 2017). It exists apart from the cache so the replay tool and the tests can drive the policy
 // decisions exactly as the cache does.
 //
-// W-TinyLFU in short: new entries enter a small LRU "window" (1% of the capacity at first). When
-// the window overflows, its oldest entry becomes a candidate for the main space, a segmented LRU
+// W-TinyLFU in short: new entries enter a small LRU "window" (1% of the capacity at first). When the
+// window overflows, its oldest entry becomes a candidate for the main space, a segmented LRU
 // (probation 20%, protected 80%). If the main space is full, the candidate competes with the
 // main space's oldest probation entry: the one the frequency sketch has seen more often stays.
 // A probation entry that is hit again moves to protected. A hill climber resizes the window every

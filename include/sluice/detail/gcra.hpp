@@ -23,8 +23,8 @@
 // by math.floor(a / b). Nothing here reads a clock or touches memory other than its arguments.
 //
 // Overflow. `n` is compared with `burst` before any multiplication, and TATs stay within
-// [now - anything, now + capacity + reserved], so with nanoseconds of a monotonic clock (< 2^62)
-// and capacity below 2^61 no intermediate overflows.
+// [now - anything, now + capacity + reserved], so with nanoseconds of a monotonic clock (< 2^62) and
+// capacity below 2^61 no intermediate overflows.
 #pragma once
 
 #include <cstdint>

@@ -4,9 +4,10 @@
 // `sluice::redis::subscriber`, kept apart so the public headers stay a readable manual.
 //
 // Commands enter through a small mutex-protected queue (`submit`), drained on the strand with one
-// post per burst. Everything else runs on one strand: the writer (batches every queued command into
-// one write), the reader (feeds hiredis's parser, matches replies to the FIFO of pending commands),
-// the deadline timer (one per connection, armed at the earliest pending deadline) and the connect
+// post per burst. Everything else runs on one strand: the writer (batches every queued command
+// into one write),
+// the reader (feeds hiredis's parser, matches replies to the FIFO of pending commands), the
+// deadline timer (one per connection, armed at the earliest pending deadline) and the connect
 // coroutine. Public entry points post to that strand, so a handler is never invoked inside the
 // function that initiated its operation.
 #pragma once

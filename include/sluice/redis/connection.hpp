@@ -11,8 +11,9 @@
 // (server gone, protocol error) every pending command completes with the error and the
 // connection goes back to disconnected; `async_connect` again reconnects it (pace the attempts,
 // e.g. with sluice::retry's backoff, when the server is down). Commands issued while disconnected
-// or connecting complete at once with `sluice::asio::error::unavailable`: they are never silently
-// queued for a server that may not come back.
+// or connecting complete at once with
+// `sluice::asio::error::unavailable`: they are never silently queued for a server that may not
+// come back.
 //
 // Timeouts and cancellation: every command has a deadline (its own `timeout` argument, else
 // `connection_options::command_timeout`), and supports per-operation cancellation (terminal,
@@ -49,8 +50,9 @@
 // Example:
 //   sluice::redis::connection conn(io.get_executor());
 //   co_await conn.async_connect(*sluice::redis::parse_url("redis://127.0.0.1:6379"),
-//   use_awaitable); auto r = co_await conn.async_exec(sluice::redis::command{"GET", "user:42"},
-//   use_awaitable); if (r.is_string()) std::cout << r.str();
+//                               use_awaitable);
+//   auto r = co_await conn.async_exec(sluice::redis::command{"GET", "user:42"}, use_awaitable);
+//   if (r.is_string()) std::cout << r.str();
 #pragma once
 
 #include <chrono>

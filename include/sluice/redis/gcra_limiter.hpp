@@ -27,9 +27,10 @@
 // Time: Redis server time for Redis decisions; std::chrono::steady_clock for local ones.
 //
 // Example:
-//   auto limiter = sluice::redis::gcra_limiter::create(conn, {.limits = {.rate = 100, .burst =
-//   20}}); auto [ec, r] = co_await (*limiter)->async_acquire(client_ip, 1,
-//   as_tuple(use_awaitable)); if (!r.allowed) co_return reply_429(r.retry_after);
+//   auto limiter = sluice::redis::gcra_limiter::create(
+//       conn, {.limits = {.rate = 100, .burst = 20}});
+//   auto [ec, r] = co_await (*limiter)->async_acquire(client_ip, 1, as_tuple(use_awaitable));
+//   if (!r.allowed) co_return reply_429(r.retry_after);
 #pragma once
 
 #include <chrono>

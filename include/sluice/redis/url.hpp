@@ -17,7 +17,8 @@
 //
 // Example:
 //   absl::StatusOr<sluice::redis::endpoint> ep =
-//   sluice::redis::parse_url("redis://:pw@cache:6379/1"); if (!ep.ok()) return ep.status();
+//       sluice::redis::parse_url("redis://:pw@cache:6379/1");
+//   if (!ep.ok()) return ep.status();
 //   co_await conn.async_connect(*ep, use_awaitable);
 #pragma once
 
