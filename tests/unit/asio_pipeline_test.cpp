@@ -27,6 +27,7 @@
 #include <sluice/timeout.hpp>
 
 #include "catch.hpp"
+#include "fake_breaker.hpp"
 
 namespace net = boost::asio;
 using namespace std::chrono_literals;
@@ -49,23 +50,7 @@ struct slow_op {
   }
 };
 
-struct fake_breaker {
-  bool open = false;
-  int successes = 0, failures = 0, ignored = 0;
-  struct permit {
-    fake_breaker* b;
-    void record(const absl::Status& s) { s.ok() ? ++b->successes : ++b->failures; }
-    void record_failure() { ++b->failures; }
-    void record_ignored() { ++b->ignored; }
-  };
-  struct result {
-    permit p;
-    bool granted;
-    explicit operator bool() const { return granted; }
-    permit* operator->() { return &p; }
-  };
-  result try_acquire() { return {permit{this}, !open}; }
-};
+using sluice_test::fake_breaker;
 
 }  // namespace
 

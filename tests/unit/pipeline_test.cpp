@@ -17,6 +17,7 @@
 
 #include "alloc_counter.hpp"
 #include "catch.hpp"
+#include "fake_breaker.hpp"
 
 using namespace std::chrono_literals;
 using manual = sluice::testing::manual_clock;
@@ -38,26 +39,7 @@ struct trace_policy {
   }
 };
 
-// A breaker stand-in with sluice::circuit_breaker's acquire interface.
-struct fake_breaker {
-  bool open = false;
-  int successes = 0;
-  int failures = 0;
-  int ignored = 0;
-  struct permit {
-    fake_breaker* b;
-    void record(const absl::Status& s) { s.ok() ? ++b->successes : ++b->failures; }
-    void record_failure() { ++b->failures; }
-    void record_ignored() { ++b->ignored; }
-  };
-  struct result {
-    permit p;
-    bool granted;
-    explicit operator bool() const { return granted; }
-    permit* operator->() { return &p; }
-  };
-  result try_acquire() { return {permit{this}, !open}; }
-};
+using sluice_test::fake_breaker;
 
 }  // namespace
 

@@ -298,34 +298,44 @@ class pipeline {
   }
 
  private:
+  // Runs `coro` on the pipeline's executor and passes its result to `done(handler, exception,
+  // value)` on the handler's associated executor, keeping work on that executor meanwhile and
+  // connecting the handler's cancellation slot. co_spawn delivers the completion there (bound
+  // below), never inside the initiating function: it posts first when the coroutine finished
+  // without switching context.
+  template <class Handler, class T, class Done>
+  void spawn(Handler&& handler, boost::asio::awaitable<T> coro, Done done) {
+    auto slot = boost::asio::get_associated_cancellation_slot(handler);
+    auto work = boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, ex_));
+    auto hex = work.get_executor();
+    boost::asio::co_spawn(
+        ex_, std::move(coro),
+        boost::asio::bind_cancellation_slot(
+            slot, boost::asio::bind_executor(
+                      hex, [h = std::forward<Handler>(handler), work = std::move(work),
+                            done = std::move(done)](std::exception_ptr e, T value) mutable {
+                        work.reset();
+                        done(std::move(h), e, std::move(value));
+                      })));
+  }
+
   struct initiate {
     pipeline* self;
 
     template <class Handler, class F>
     void operator()(Handler&& handler, F fn, sluice::deadline<clock_type> d) const {
       using R = detail::async_result_t<F, context>;
-      auto slot = boost::asio::get_associated_cancellation_slot(handler);
-      auto work =
-          boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, self->ex_));
-      auto hex = work.get_executor();
-      // co_spawn delivers the completion on the handler's executor (bound below), never inside
-      // this function (it posts first when the coroutine finished without switching context).
-      boost::asio::co_spawn(
-          self->ex_, self->template run_async<R>(std::move(fn), d),
-          boost::asio::bind_cancellation_slot(
-              slot, boost::asio::bind_executor(
-                        hex, [h = std::forward<Handler>(handler), work = std::move(work)](
-                                 std::exception_ptr e, R r) mutable {
-                          const boost::system::error_code ec = detail::error_of(e, status_of(r));
-                          work.reset();
-                          if constexpr (std::is_same_v<R, absl::Status>) {
-                            std::move(h)(ec);
-                          } else {
-                            typename R::value_type value{};
-                            if (!ec && r.ok()) value = std::move(*r);
-                            std::move(h)(ec, std::move(value));
-                          }
-                        })));
+      self->spawn(std::forward<Handler>(handler), self->template run_async<R>(std::move(fn), d),
+                  [](auto h, std::exception_ptr e, R r) {
+                    const boost::system::error_code ec = detail::error_of(e, status_of(r));
+                    if constexpr (std::is_same_v<R, absl::Status>) {
+                      std::move(h)(ec);
+                    } else {
+                      typename R::value_type value{};
+                      if (!ec && r.ok()) value = std::move(*r);
+                      std::move(h)(ec, std::move(value));
+                    }
+                  });
     }
   };
 
@@ -335,23 +345,12 @@ class pipeline {
     template <class Handler, class F>
     void operator()(Handler&& handler, F fn, sluice::deadline<clock_type> d) const {
       using R = detail::async_result_t<F, context>;
-      auto slot = boost::asio::get_associated_cancellation_slot(handler);
-      auto work =
-          boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, self->ex_));
-      auto hex = work.get_executor();
-      // co_spawn delivers the completion on the handler's executor (bound below), so the handler
-      // runs there without another hop.
-      boost::asio::co_spawn(
-          self->ex_, self->template run_outcome<R>(std::move(fn), d),
-          boost::asio::bind_cancellation_slot(
-              slot, boost::asio::bind_executor(hex, [h = std::forward<Handler>(handler),
-                                                     work = std::move(work)](std::exception_ptr e,
-                                                                             outcome<R> o) mutable {
-                const boost::system::error_code ec = detail::error_of(e, status_of(o.result));
-                if (e) o.result = R(to_status(ec));
-                work.reset();
-                std::move(h)(ec, std::move(o));
-              })));
+      self->spawn(std::forward<Handler>(handler), self->template run_outcome<R>(std::move(fn), d),
+                  [](auto h, std::exception_ptr e, outcome<R> o) {
+                    const boost::system::error_code ec = detail::error_of(e, status_of(o.result));
+                    if (e) o.result = R(to_status(ec));
+                    std::move(h)(ec, std::move(o));
+                  });
     }
   };
 
