@@ -46,7 +46,6 @@
 #include <functional>
 #include <initializer_list>
 #include <optional>
-#include <thread>
 #include <type_traits>
 #include <utility>
 
