@@ -273,15 +273,15 @@ class bulkhead {
   void release_slot() noexcept ABSL_LOCKS_EXCLUDED(mu_) {
     in_use_.fetch_sub(1, std::memory_order_seq_cst);
     if (waiting_.load(std::memory_order_seq_cst) == 0) return;
-    {
-      detail::mutex_lock lock(mu_);
-      waiter* w = head_;
-      // The freed slot may already be gone (to the head itself or a newcomer that raced the
-      // waiter's enqueue): then the next release serves the head.
-      if (w == nullptr || !take_free()) return;
-      unlink(w);
-      w->granted = true;  // hand the re-taken slot over
-    }
+    detail::mutex_lock lock(mu_);
+    waiter* w = head_;
+    // The freed slot may already be gone (to the head itself or a newcomer that raced the
+    // waiter's enqueue): then the next release serves the head.
+    if (w == nullptr || !take_free()) return;
+    unlink(w);
+    w->granted = true;  // hand the re-taken slot over
+    // Notified with the lock held: once unlocked, the granted waiter may return, release and
+    // destroy the bulkhead (and this condition variable) before a later notify would run.
     cv_.notify_all();
   }
 

@@ -230,3 +230,24 @@ TEST_CASE("bulkhead: waiters with deadlines, releases and newcomers race safely"
   CHECK(b.in_use() == 0);
   CHECK(b.queued() == 0);
 }
+
+TEST_CASE("bulkhead: a granted waiter may destroy the bulkhead as soon as it is done",
+          "[bulkhead]") {
+  // The releaser hands its slot to the waiter; the waiter returns, releases and deletes the
+  // bulkhead at once. The releaser must not touch the bulkhead after the hand-over is visible
+  // (ASan/TSan report it when it does). A manual-clock deadline makes the waiter poll, so it can
+  // see its grant without waiting for the releaser's notification.
+  manual clock;
+  for (int round = 0; round < 200; ++round) {
+    auto* b = new manual_bulkhead({.max_concurrent = 1, .max_queue = 1}, clock);
+    auto held = b->try_acquire();
+    REQUIRE(held);
+    std::thread waiter([b, clock] {
+      { auto p = b->acquire(manual_deadline::at(clock.now() + 1h)); }  // granted, released
+      delete b;
+    });
+    wait_for_state([b] { return b->queued() == 1; });
+    held.get().release();
+    waiter.join();
+  }
+}
