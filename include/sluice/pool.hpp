@@ -15,6 +15,14 @@
 // deadline: a factory must give up by it (the pool cannot interrupt a blocked connect, but no
 // other caller waits on it: waiters only wait on their own deadlines).
 //
+// Creation and validation may instead be asynchronous (`async_create`, `async_validate`: start the
+// I/O, call back when done, on any thread) for connections driven by an event loop. Then
+// `sluice::asio::async_acquire` never blocks a thread, and `maintain()` starts refills and
+// keep-alive pings and returns (their slots stay reserved until the callbacks run; refills count
+// as `pending_creates`). Outage handling is the same for both kinds. A synchronous `acquire`
+// blocks on the callback: do not call it on the thread that runs the factory's I/O.
+// This header does not depend on Asio: the callbacks are plain absl::AnyInvocable.
+//
 // Outages: when `create` fails, the backend is known down. Callers that would need a new
 // connection then fail fast with Unavailable (and the cause) instead of each waiting out its
 // timeout, and reconnects are paced: one probe at a time, after an exponential, jittered backoff
@@ -71,6 +79,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -97,7 +106,23 @@ struct acquire_site {
   }
 };
 
-// How a pool opens, checks, cleans and closes connections. Only `create` is required.
+// Delivers the result of an asynchronous factory call (see `pool_factory::async_create`). Call it
+// exactly once, from any thread; if it is destroyed without being called (e.g. its I/O context was
+// shut down), the pool treats that as a Cancelled failure, so no acquire can hang on it.
+template <class T>
+using pool_callback = absl::AnyInvocable<void(T) &&>;
+
+// How a pool opens, checks, cleans and closes connections, synchronously or asynchronously.
+// Exactly one of `create` and `async_create` is required; at most one of `validate` and
+// `async_validate` may be set (`pool::make` checks both).
+//
+// The asynchronous hooks are for connections whose I/O runs on an event loop (Asio, a driver's
+// own loop): they start the work and return at once, then call the callback when it is done, on
+// any thread. `sluice::asio::async_acquire` then never blocks a thread on a connect or a ping, and
+// `maintain()` starts min-idle refills and keep-alive pings and returns (each finishes in its
+// callback; its slot stays reserved meanwhile). A synchronous `acquire` on a pool with only
+// asynchronous hooks blocks its thread until the callback runs: never call it (nor `try_acquire`,
+// which may validate) from the thread that must run the factory's I/O, or it waits forever.
 template <class Connection, class Clock = std::chrono::steady_clock>
 struct pool_factory {
   // Opens a connection; must give up by `deadline` (a hung connect blocks its caller only).
@@ -109,6 +134,15 @@ struct pool_factory {
   std::function<absl::Status(Connection&)> reset;
   // Closes a connection the pool discards. Empty: the Connection's destructor closes it.
   std::function<void(Connection&)> close;
+  // Starts opening a connection and returns; calls `done` with it (or the error) once finished,
+  // by `deadline`, on any thread (inline is allowed). Replaces `create`.
+  std::function<void(typename Clock::time_point deadline,
+                     pool_callback<absl::StatusOr<Connection>> done)>
+      async_create;
+  // Starts checking a connection and returns; calls `done` with the result once finished, on any
+  // thread (inline is allowed). The connection stays untouched by the pool until then. Bound the
+  // check with a timeout: a slot stays reserved until it completes. Replaces `validate`.
+  std::function<void(Connection&, pool_callback<absl::Status> done)> async_validate;
 };
 
 // What happened, for metrics and logs (see `pool_options::on_event`).
@@ -217,9 +251,10 @@ struct pool_maintenance_report {
   std::size_t evicted_idle = 0;       // closed for idle_timeout
   std::size_t expired = 0;            // closed for max_lifetime
   std::size_t keepalive_checked = 0;  // validated because idle past keepalive_interval
-  std::size_t keepalive_failed = 0;   // ... and closed because validation failed
-  std::size_t created = 0;            // opened to restore min_idle
+  std::size_t keepalive_failed = 0;   // ... and closed because a synchronous validation failed
+  std::size_t created = 0;            // opened (synchronously) to restore min_idle
   std::size_t leaks_reported = 0;     // leases newly reported as leaked
+  std::size_t pending = 0;  // asynchronous connects and keep-alive checks started, still running
 };
 
 template <class Connection, class Clock>
@@ -263,6 +298,62 @@ struct pool_step {
   absl::Status status{};
 };
 
+// Wraps the callback given to an asynchronous factory hook: calls `f` with a Cancelled status if
+// destroyed uncalled (the factory lost it), so every started operation finishes exactly once.
+template <class T, class F>
+class pool_once {
+ public:
+  explicit pool_once(F f) : f_(std::move(f)) {}
+  pool_once(pool_once&& other) noexcept
+      : f_(std::move(other.f_)), armed_(std::exchange(other.armed_, false)) {}
+  pool_once& operator=(pool_once&&) = delete;
+  pool_once(const pool_once&) = delete;
+  pool_once& operator=(const pool_once&) = delete;
+  ~pool_once() {
+    if (armed_) {
+      armed_ = false;
+      std::move(f_)(T(absl::CancelledError("sluice::pool: the factory dropped its callback")));
+    }
+  }
+  void operator()(T value) && {
+    armed_ = false;
+    std::move(f_)(std::move(value));
+  }
+
+ private:
+  F f_;
+  bool armed_ = true;
+};
+
+// Returns `f` as a pool_callback<T> that reports a dropped call (see pool_once).
+template <class T, class F>
+pool_callback<T> make_pool_callback(F f) {
+  return pool_callback<T>(pool_once<T, F>(std::move(f)));
+}
+
+// A value a thread waits for while an asynchronous factory hook produces it (a synchronous
+// acquire on a pool with asynchronous hooks). Shared with the callback, which may outlive the
+// wait by a few instructions.
+template <class T>
+class pool_blocking_result {
+ public:
+  void set(T value) {
+    mutex_lock lock(mu_);
+    value_.emplace(std::move(value));
+    cv_.notify_all();
+  }
+  T wait() {
+    mutex_lock lock(mu_);
+    while (!value_.has_value()) cv_.wait(mu_);
+    return std::move(*value_);
+  }
+
+ private:
+  mutex mu_;
+  cond_var cv_;
+  std::optional<T> value_ ABSL_GUARDED_BY(mu_);
+};
+
 // The calling thread's affinity hint: the pool and slot it returned a connection to last. The
 // next acquire on that pool tries that slot first, so a thread that acquires and releases in a
 // loop keeps hitting one slot's cache line and never touches lines other threads write
@@ -299,6 +390,10 @@ class pool_core {
         options_(std::move(options)),
         clock_(std::move(clock)),
         slots_(std::make_unique<slot[]>(options_.max_size)),
+        validates_(static_cast<bool>(factory_.validate) ||
+                   static_cast<bool>(factory_.async_validate)),
+        async_create_(!factory_.create && static_cast<bool>(factory_.async_create)),
+        async_validate_(!factory_.validate && static_cast<bool>(factory_.async_validate)),
         backoff_(options_.reconnect_backoff_initial) {
     free_.reserve(options_.max_size);
     for (std::size_t i = options_.max_size; i > 0; --i) {
@@ -308,6 +403,9 @@ class pool_core {
 
   Clock& clock() noexcept { return clock_; }
   const pool_options& options() const noexcept { return options_; }
+  // Whether the factory opens / checks connections asynchronously.
+  bool async_create() const noexcept { return async_create_; }
+  bool async_validate() const noexcept { return async_validate_; }
 
   // Tries the lock-free fast path: an idle connection when nobody is queued (the thread's hint
   // slot first, then a scan). Returns false when the slow path is needed.
@@ -404,12 +502,11 @@ class pool_core {
   bool checkout(std::uint32_t index, const acquire_site& site, lease_type& out,
                 std::uint32_t state) {
     slot& s = slots_[index];
-    if (factory_.validate) {
+    if (validates_) {
       const time_point now = clock_.now();
       if (now - s.last_used >= options_.validation_bypass) {
-        if (!factory_.validate(*s.conn).ok()) {
-          validation_failures_.fetch_add(1, std::memory_order_relaxed);
-          destroy(index, pool_close_reason::validation_failed);
+        if (!validate_blocking(*s.conn).ok()) {
+          fail_validation(index);
           return false;
         }
         s.last_used = now;
@@ -419,12 +516,65 @@ class pool_core {
     return true;
   }
 
+  // Returns whether slot `index` (owned by the caller) must be validated before it is lent.
+  bool validation_due(std::uint32_t index, time_point now) const noexcept {
+    return validates_ && now - slots_[index].last_used >= options_.validation_bypass;
+  }
+
+  // Records that slot `index` (owned by the caller) passed a checkout validation at `now`.
+  void mark_validated(std::uint32_t index, time_point now) noexcept {
+    slots_[index].last_used = now;
+  }
+
+  // Counts a failed validation and closes slot `index` (owned by the caller).
+  void fail_validation(std::uint32_t index) {
+    validation_failures_.fetch_add(1, std::memory_order_relaxed);
+    destroy(index, pool_close_reason::validation_failed);
+  }
+
+  // Starts the asynchronous validation of slot `index` (owned by the caller, reserved); calls
+  // `on_done(status)` on the factory's thread. The caller keeps an async_ref meanwhile.
+  template <class F>
+  void start_validate(std::uint32_t index, F on_done) {
+    factory_.async_validate(*slots_[index].conn,
+                            make_pool_callback<absl::Status>(std::move(on_done)));
+  }
+
+  // Starts opening a connection in reserved slot `index` with the asynchronous hook; when it is
+  // done (on the factory's thread, or here if `deadline` already passed) finishes as create_in
+  // does and calls `on_done(status)`. The caller keeps an async_ref meanwhile.
+  template <class F>
+  void start_create(std::uint32_t index, time_point deadline, F on_done) {
+    if (!(clock_.now() < deadline)) {
+      on_done(finish_create(
+          index, absl::DeadlineExceededError("sluice::pool: deadline passed"), deadline));
+      return;
+    }
+    factory_.async_create(
+        deadline,
+        make_pool_callback<absl::StatusOr<Connection>>(
+            [this, index, deadline, f = std::move(on_done)](
+                absl::StatusOr<Connection> made) mutable {
+              f(finish_create(index, std::move(made), deadline));
+            }));
+  }
+
+  // Publishes slot `index` (owned by the caller, reserved) as idle.
+  void publish_reserved(std::uint32_t index) { publish_idle(index, reserved); }
+
   // Opens a connection in reserved slot `index` (no lock held). On success the slot (still
   // reserved) belongs to the caller; on failure the reservation is given back and the backend
   // marked down.
   absl::Status create_in(std::uint32_t index, time_point deadline) {
     absl::StatusOr<Connection> made = absl::DeadlineExceededError("sluice::pool: deadline passed");
-    if (clock_.now() < deadline) made = factory_.create(deadline);
+    if (clock_.now() < deadline) made = create_blocking(deadline);
+    return finish_create(index, std::move(made), deadline);
+  }
+
+  // Completes a connect into reserved slot `index`: stores the connection, or gives the slot back
+  // and marks the backend down (failing queued waiters, pacing the next attempt).
+  absl::Status finish_create(std::uint32_t index, absl::StatusOr<Connection> made,
+                             time_point deadline) {
     const time_point now = clock_.now();
     if (made.ok()) {
       slot& s = slots_[index];
@@ -617,10 +767,23 @@ class pool_core {
         destroy(i, pool_close_reason::idle_timeout);
         ++report.evicted_idle;
         --live;
-      } else if (options_.keepalive_interval.count() > 0 && factory_.validate &&
+      } else if (options_.keepalive_interval.count() > 0 && validates_ &&
                  now - std::max(s.last_used, s.last_checked) >= options_.keepalive_interval) {
         ++report.keepalive_checked;
-        if (factory_.validate(*s.conn).ok()) {
+        if (async_validate_) {
+          // The slot stays reserved until the ping answers; the callback keeps or closes it.
+          ++report.pending;
+          async_ref();
+          start_validate(i, [this, i](const absl::Status& st) {
+            if (st.ok()) {
+              slots_[i].last_checked = clock_.now();
+              publish_idle(i, reserved);
+            } else {
+              fail_validation(i);
+            }
+            async_unref();
+          });
+        } else if (factory_.validate(*s.conn).ok()) {
           s.last_checked = clock_.now();
           publish_idle(i, reserved);
         } else {
@@ -633,8 +796,10 @@ class pool_core {
         publish_idle(i, reserved);
       }
     }
-    // Refill to min_idle, one connect at a time (paced while the backend is down).
-    while (!closed() && idle_count() < options_.min_idle) {
+    // Refill to min_idle, one connect at a time (paced while the backend is down). Asynchronous
+    // connects are started together, each counted as pending until its callback runs.
+    while (!closed() &&
+           idle_count() + creating_.load(std::memory_order_relaxed) < options_.min_idle) {
       std::uint32_t index = nil;
       {
         mutex_lock lock(mu_);
@@ -643,12 +808,19 @@ class pool_core {
         if (down_ && (t < next_attempt_ || probe_in_flight_)) break;
         index = reserve_locked();
       }
-      const time_point t = clock_.now();
-      if (!create_in(index, t + std::chrono::duration_cast<typename Clock::duration>(
-                                    options_.acquire_timeout))
-               .ok()) {
-        break;
+      const time_point deadline =
+          clock_.now() +
+          std::chrono::duration_cast<typename Clock::duration>(options_.acquire_timeout);
+      if (async_create_) {
+        ++report.pending;
+        async_ref();
+        start_create(index, deadline, [this, index](const absl::Status& st) {
+          if (st.ok()) publish_idle(index, reserved);
+          async_unref();
+        });
+        continue;
       }
+      if (!create_in(index, deadline).ok()) break;
       ++report.created;
       publish_idle(index, reserved);
     }
@@ -735,6 +907,27 @@ class pool_core {
     std::atomic<std::uint_least32_t> line{0};
     std::atomic<bool> leak_reported{false};
   };
+
+  // Opens a connection with the synchronous hook, or blocks on the asynchronous one.
+  absl::StatusOr<Connection> create_blocking(time_point deadline) {
+    if (factory_.create) return factory_.create(deadline);
+    auto result = std::make_shared<pool_blocking_result<absl::StatusOr<Connection>>>();
+    factory_.async_create(deadline, make_pool_callback<absl::StatusOr<Connection>>(
+                                        [result](absl::StatusOr<Connection> made) {
+                                          result->set(std::move(made));
+                                        }));
+    return result->wait();
+  }
+
+  // Checks a connection with the synchronous hook, or blocks on the asynchronous one.
+  absl::Status validate_blocking(Connection& c) {
+    if (factory_.validate) return factory_.validate(c);
+    auto result = std::make_shared<pool_blocking_result<absl::Status>>();
+    factory_.async_validate(c, make_pool_callback<absl::Status>([result](absl::Status st) {
+                              result->set(std::move(st));
+                            }));
+    return result->wait();
+  }
 
   static std::int64_t to_ns(time_point t) noexcept {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -924,6 +1117,10 @@ class pool_core {
   const pool_options options_;
   Clock clock_;
   std::unique_ptr<slot[]> slots_;
+  // Which hooks the factory has (fixed at construction).
+  const bool validates_;
+  const bool async_create_;
+  const bool async_validate_;
   // Read on every acquire and release, written rarely: kept apart from the counters below.
   // closed_flag | orphaned_flag.
   alignas(cache_line_size) std::atomic<std::uint8_t> flags_{0};
@@ -1025,11 +1222,19 @@ class pool {
   using factory_type = pool_factory<Connection, Clock>;
 
   // Validates `options` and `factory` and creates a pool; no connection is opened until first
-  // use or `maintain()`. InvalidArgument: no create function, max_size 0 or above 2^21 - 2,
+  // use or `maintain()`. InvalidArgument: not exactly one of create / async_create, both validate
+  // and async_validate, max_size 0 or above 2^20 - 1,
   // min_idle > max_size, negative durations, jitter outside [0, 1].
   [[nodiscard]] static absl::StatusOr<pool> make(factory_type factory, pool_options options = {},
                                                  Clock clock = Clock()) {
-    if (!factory.create) return absl::InvalidArgumentError("sluice::pool: factory.create is empty");
+    if (static_cast<bool>(factory.create) == static_cast<bool>(factory.async_create)) {
+      return absl::InvalidArgumentError(
+          "sluice::pool: set exactly one of factory.create and factory.async_create");
+    }
+    if (factory.validate && factory.async_validate) {
+      return absl::InvalidArgumentError(
+          "sluice::pool: set at most one of factory.validate and factory.async_validate");
+    }
     if (options.max_size == 0 || options.max_size >= detail::pool_max_slots) {
       return absl::InvalidArgumentError("sluice::pool: max_size must be in [1, 2^20 - 1]");
     }
@@ -1108,6 +1313,8 @@ class pool {
   // their idle timeout, validates those idle past keepalive_interval, opens connections up to
   // min_idle (on this thread, paced while the backend is down), reports leases held past the
   // leak threshold, and starts a reconnect probe for queued waiters when one is due.
+  // With asynchronous hooks, refills and keep-alive checks are started here and finish in their
+  // callbacks (`report.pending` counts them); the pass itself never waits on I/O.
   // O(idle + max_size). Call it every few seconds (or use start_maintenance).
   pool_maintenance_report maintain() { return core_->maintain(); }
 

@@ -13,13 +13,19 @@
 // The handler is never invoked from inside the initiating function; it runs on its associated
 // executor (for `use_awaitable`, the coroutine's), with a work guard kept on it while waiting.
 // Cancellation: terminal, partial and total. A cancelled waiter leaves the queue at once and
-// completes with operation_aborted; once a connection has been handed over, the operation
-// completes normally instead.
+// completes with operation_aborted. While an asynchronous connect or validation runs for it
+// (`pool_factory::async_create` / `async_validate`), a cancelled operation also completes at once
+// with operation_aborted; the connection, when the factory delivers it, goes to the pool as idle
+// (or to the next waiter), never lost. Between a hand-over and the completion (a posted step), the
+// operation completes normally instead.
 // Time: the deadline is on the pool's clock; the wait is timed by a steady_timer for the time
-//   remaining on that clock when the wait starts.
-// Connects: when the pool opens a new connection for this caller (or validates an idle one),
-//   the factory runs synchronously on the handler's executor, as with a synchronous acquire: keep
-//   connects short with their deadline, or keep min_idle connections ready.
+//   remaining on that clock when the wait starts. An asynchronous connect is given the deadline
+//   and must honour it (as a synchronous one).
+// Connects: with `async_create` / `async_validate`, the pool starts the factory's operation and
+//   the acquire completes from its callback (which may run on any thread; the handler is still
+//   invoked on its own executor): no thread blocks. With the synchronous `create` / `validate`,
+//   the factory runs on the handler's executor, as with a synchronous acquire: keep connects short
+//   with their deadline, or keep min_idle connections ready.
 //
 // Thread safety: as `sluice::pool`: any number of concurrent operations on one pool.
 //
@@ -30,6 +36,7 @@
 //   (*lease)->query("...");
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <utility>
@@ -80,7 +87,10 @@ class acquire_op final
   ~acquire_op() { core_.async_unref(); }
 
   // Makes the first attempt; completes later, never inline.
-  void start() { attempt(true); }
+  void start() {
+    install_cancellation();
+    attempt(true);
+  }
 
   // Called by the pool, with its lock held, after unlinking this waiter.
   void on_wake(sluice::detail::pool_wake kind, std::uint32_t index,
@@ -99,6 +109,13 @@ class acquire_op final
   }
 
  private:
+  // Where the operation is, for a cancellation racing an asynchronous factory call.
+  enum phase : int {
+    idle_phase = 0,  // queued, or acting on the handler's executor
+    in_flight = 1,   // an asynchronous connect or validation runs for this operation
+    finished = 2,    // completed (or cancelled) while in flight
+  };
+
   void attempt(bool initiating) {
     sluice::detail::pool_step step;
     {
@@ -119,8 +136,7 @@ class acquire_op final
     }
   }
 
-  // Starts the deadline timer and installs the cancellation handler; the pool's lock is held, so
-  // neither can race with a wake-up.
+  // Starts the deadline timer; the pool's lock is held, so it cannot race with a wake-up.
   void arm_locked() {
     keep_ = this->shared_from_this();
     const auto remaining = deadline_ - core_.clock().now();
@@ -130,6 +146,11 @@ class acquire_op final
       if (ec == boost::asio::error::operation_aborted) return;
       self->give_up(false);
     });
+  }
+
+  // Installs the cancellation handler (once, at the start: it serves the queued wait and any
+  // asynchronous factory call alike).
+  void install_cancellation() {
     auto slot = boost::asio::get_associated_cancellation_slot(handler_);
     if (slot.is_connected() && !slot.has_handler()) {
       slot.assign([weak = this->weak_from_this()](boost::asio::cancellation_type type) {
@@ -143,14 +164,23 @@ class acquire_op final
     }
   }
 
-  // Leaves the queue on a timeout or a cancellation, if a wake-up did not come first.
+  // Leaves the queue on a timeout or a cancellation, if a wake-up did not come first; a
+  // cancellation also abandons an asynchronous factory call in flight.
   void give_up(bool cancelled) {
     std::shared_ptr<acquire_op> self;
     {
       sluice::detail::mutex_lock lock(core_.mu());
-      if (!core_.cancel_locked(this)) return;
-      if (cancelled) timer_.cancel();
-      self = std::move(keep_);
+      if (core_.cancel_locked(this)) {
+        if (cancelled) timer_.cancel();
+        self = std::move(keep_);
+      }
+    }
+    if (self == nullptr) {
+      if (!cancelled) return;
+      // Acq_rel: pairs with the in-flight store in go_async and the CAS in finish_in_flight;
+      // exactly one of this CAS and that one wins.
+      int expected = in_flight;
+      if (!phase_.compare_exchange_strong(expected, finished, std::memory_order_acq_rel)) return;
     }
     if (cancelled) {
       complete(boost::asio::error::operation_aborted, lease_type());
@@ -163,13 +193,25 @@ class acquire_op final
     lease_type lease;
     switch (step.kind) {
       case sluice::detail::pool_step::got:
-        if (core_.checkout(step.index, site_, lease, core_type::reserved_state)) {
+        if (core_.async_validate()) {
+          const auto now = core_.clock().now();
+          if (core_.validation_due(step.index, now)) {
+            validate_async(step.index);
+          } else {
+            core_.lend(step.index, site_, lease, core_type::reserved_state);
+            complete({}, std::move(lease));
+          }
+        } else if (core_.checkout(step.index, site_, lease, core_type::reserved_state)) {
           complete({}, std::move(lease));
         } else {
           attempt(false);  // it was closed as unusable: try again
         }
         return;
       case sluice::detail::pool_step::create: {
+        if (core_.async_create()) {
+          create_async(step.index);
+          return;
+        }
         const absl::Status created = core_.create_in(step.index, deadline_);
         if (!created.ok()) {
           complete(to_error_code(created), lease_type());
@@ -186,6 +228,68 @@ class acquire_op final
       case sluice::detail::pool_step::enqueued:
         return;
     }
+  }
+
+  void go_async() {
+    // Release: a cancellation that reads in_flight (acquire half of its CAS) sees the state the
+    // operation had when it started the call.
+    phase_.store(in_flight, std::memory_order_release);
+  }
+
+  // Opens a connection in reserved slot `index` with the factory's asynchronous hook. The
+  // callback (any thread) finishes the pool's bookkeeping there and lends the connection, then
+  // hands the lease to the handler's executor; if the operation was cancelled meanwhile, the
+  // lease is dropped there, which returns the connection to the pool.
+  void create_async(std::uint32_t index) {
+    go_async();
+    core_.start_create(index, deadline_,
+                       [self = this->shared_from_this(), index](const absl::Status& created) {
+                         lease_type lease;
+                         boost::system::error_code ec;
+                         if (created.ok()) {
+                           self->core_.lend(index, self->site_, lease, core_type::reserved_state);
+                         } else {
+                           ec = to_error_code(created);
+                         }
+                         self->post_finish(ec, std::move(lease));
+                       });
+  }
+
+  // Validates the idle connection in slot `index` (reserved for this operation) with the
+  // factory's asynchronous hook; lends it if it passes, else closes it and tries again.
+  void validate_async(std::uint32_t index) {
+    go_async();
+    core_.start_validate(index, [self = this->shared_from_this(), index](const absl::Status& st) {
+      if (st.ok()) {
+        lease_type lease;
+        self->core_.mark_validated(index, self->core_.clock().now());
+        self->core_.lend(index, self->site_, lease, core_type::reserved_state);
+        self->post_finish({}, std::move(lease));
+        return;
+      }
+      self->core_.fail_validation(index);
+      auto& ex = self->executor_;
+      boost::asio::post(ex, [self = std::move(self)] {
+        int expected = in_flight;
+        // Acq_rel: see give_up. Back to idle_phase: the retry may queue or start another call.
+        if (self->phase_.compare_exchange_strong(expected, idle_phase,
+                                                 std::memory_order_acq_rel)) {
+          self->attempt(false);
+        }
+      });
+    });
+  }
+
+  void post_finish(boost::system::error_code ec, lease_type lease) {
+    auto& ex = executor_;
+    boost::asio::post(ex, [self = this->shared_from_this(), ec, lease = std::move(lease)]() mutable {
+      int expected = in_flight;
+      // Acq_rel: see give_up. Losing means the operation was cancelled: the lease is dropped
+      // here and its connection returned to the pool.
+      if (self->phase_.compare_exchange_strong(expected, finished, std::memory_order_acq_rel)) {
+        self->complete(ec, std::move(lease));
+      }
+    });
   }
 
   void complete(boost::system::error_code ec, lease_type lease) {
@@ -208,6 +312,8 @@ class acquire_op final
   const acquire_site site_;
   // Keeps the operation alive while it is queued (guarded by the pool's lock).
   std::shared_ptr<acquire_op> keep_;
+  // A `phase`: written on the handler's executor, raced only by a cancellation (see give_up).
+  std::atomic<int> phase_{idle_phase};
 };
 
 }  // namespace detail
