@@ -25,17 +25,26 @@
 // ONE background reload (refresh-ahead). With `stale_for`, an expired entry is kept that much
 // longer: get_or_load serves it while ONE background reload runs (stale-while-revalidate), and
 // `get_stale()` returns it marked stale (serve the last known value while a backend is down).
+// Reloads run on `cache_options::refresh_executor`: by default one process-wide background
+// thread with a bounded queue (a full queue skips the refresh, counted in stats()), or any
+// executor you pass (a thread pool, an Asio strand: a callback that takes the task).
 //
 // Thread safety: all member functions may be called concurrently. Entries are split over shards
-// (a power of two), each with its own lock; a get takes its shard's lock for the map lookup and a
-// copy of the value and records the access in a per-shard buffer that is replayed into the policy
-// in batches, so lookups on different shards never contend and a policy update never runs on
-// every read. Values are returned by copy: use a cheap-to-copy Value (a shared_ptr for big ones).
+// (a power of two), each with its own lock for writes. get() and peek() take no lock and write
+// nothing another thread reads on the hit path but the calling thread's own stripe: they probe
+// the shard's published read index inside an epoch read section (entries are immutable once
+// published; a write publishes a new entry, and removed entries are freed only after every
+// reader that could see them has left: see detail/cache_epoch.hpp), and note the hit in the
+// thread's stripe of a lossy read buffer that is replayed into the eviction policy under the
+// shard lock, 16 hits at a time, by whichever reader fills it (if the lock is free; a busy
+// shard drops the hit, never a value). With expire_after_access, get() takes the shard lock (a
+// hit moves the deadline). get_or_load, get_stale and all writes take the shard lock. Values are
+// returned by copy: use a cheap-to-copy Value (a shared_ptr for big ones).
 // The loader, the weigher and the removal listener are called without any cache lock held,
 // except the weigher, which is called before the lock is taken. None of them may destroy the
 // cache; the listener may call the cache.
 // Time: read from the injected clock, only for entries or options that expire (a cache without
-// expiry never reads the clock on get). Only monotonic time is used: wall-clock jumps cannot
+// expiry never reads the clock on get, and get() reads it once). Only monotonic time is used: wall-clock jumps cannot
 // expire or revive entries. `sluice::coarse_clock` makes timed reads ~20 ns cheaper at ~4 ms
 // resolution.
 // Errors: a miss is std::nullopt, never an error. get_or_load returns the loader's status
@@ -72,14 +81,18 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 #include "sluice/cache/sweeper.hpp"
+#include "sluice/detail/cache_epoch.hpp"
 #include "sluice/detail/cache_line.hpp"
 #include "sluice/detail/cache_node.hpp"
 #include "sluice/detail/cache_policy.hpp"
+#include "sluice/detail/cache_read_index.hpp"
+#include "sluice/detail/cache_refresher.hpp"
 #include "sluice/detail/cache_timer_wheel.hpp"
 #include "sluice/detail/mutex.hpp"
 
@@ -124,7 +137,7 @@ struct cache_options {
   // How long a loader's NotFound is remembered. Off: a missing key reaches the loader each time.
   std::chrono::nanoseconds negative_ttl{0};
   // The age after which a get_or_load hit also starts one background reload. Off by default:
-  // reloads need a loader and cost a thread each.
+  // reloads need a loader and put load on the backend that plain expiry does not.
   std::chrono::nanoseconds refresh_after{0};
   // How long an expired entry is kept for get_stale() and stale-while-revalidate. Off: expired
   // entries are freed as soon as they are swept.
@@ -138,6 +151,17 @@ struct cache_options {
   // Whether the process-wide sweeper removes expired entries in the background. On: memory
   // returns to its baseline after a burst of short-lived entries without any user call.
   bool background_sweep = true;
+  // Runs the background reloads of refresh-ahead and stale-while-revalidate. It receives the
+  // reload as a task and returns whether it accepted it: true means it will run the task exactly
+  // once, on any thread (inline too, but then get_or_load waits for the reload); false means it
+  // will not run it, and the refresh is skipped (counted in cache_stats::refreshes_skipped; the
+  // entry keeps its current value and a later hit tries again). It must run every accepted task
+  // before the cache is destroyed (the destructor waits for them). It is called without any cache
+  // lock held and must not throw (a throw counts as declined).
+  // Empty (the default): one process-wide background thread shared by all caches, with a queue
+  // of 1024 reloads (a full queue declines): bounded threads and memory even when a backend
+  // stalls, with no setup.
+  std::function<bool(absl::AnyInvocable<void()>&&)> refresh_executor{};
 
   // Returns InvalidArgument naming the first invalid field, else OK.
   [[nodiscard]] absl::Status validate() const {
@@ -173,6 +197,8 @@ struct cache_stats {
   std::uint64_t load_failures = 0;
   // Background reloads started (refresh-ahead and stale-while-revalidate).
   std::uint64_t refreshes = 0;
+  // Background reloads the executor declined (its queue was full): the entry kept its value.
+  std::uint64_t refreshes_skipped = 0;
   // Entries evicted for capacity, and their total weight.
   std::uint64_t evictions = 0;
   std::uint64_t evicted_weight = 0;
@@ -234,6 +260,9 @@ class cache final : private detail::cache_sweepable {
     n = detail::next_pow2(n);
     shard_mask_ = n - 1;
     shards_ = std::make_unique<shard[]>(n);
+    const std::size_t hw_threads = std::max<unsigned>(1, std::thread::hardware_concurrency());
+    stripe_mask_ = std::min<std::size_t>(detail::next_pow2(2 * hw_threads), max_stripes) - 1;
+    stripes_ = std::make_unique<read_stripe[]>(n * (stripe_mask_ + 1));
     timed_ = opts_.expire_after_write.count() > 0 || opts_.expire_after_access.count() > 0 ||
              opts_.refresh_after.count() > 0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -243,6 +272,9 @@ class cache final : private detail::cache_sweepable {
                     (opts_.max_entries + n - 1) / n);
     }
     if (opts_.background_sweep) cache_sweeper::instance().add(this);
+    uses_refresher_ = !opts_.refresh_executor &&
+                      (opts_.refresh_after.count() > 0 || opts_.stale_for.count() > 0);
+    if (uses_refresher_) detail::cache_refresher::instance().add();
   }
 
   // Validates `opts` and `h`, then creates a cache (heap-allocated: a cache cannot move).
@@ -267,11 +299,16 @@ class cache final : private detail::cache_sweepable {
       detail::mutex_lock lock(refresh_mu_);
       while (refreshing_ != 0) refresh_cv_.wait(refresh_mu_);
     }
+    if (uses_refresher_) detail::cache_refresher::instance().remove();
     for (std::size_t i = 0; i <= shard_mask_; ++i) {
       shard& s = shards_[i];
       detail::mutex_lock lock(s.mu);
       for (auto& kv : s.map) delete kv.second;
       s.map.clear();
+      for (const detail::cache_epoch::retired& r : s.retired) r.free(r.p);
+      for (const retired_batch& b : s.limbo) {
+        for (const detail::cache_epoch::retired& r : b.items) r.free(r.p);
+      }
     }
   }
 
@@ -281,32 +318,44 @@ class cache final : private detail::cache_sweepable {
   std::optional<Value> get(const Key& key) {
     const std::size_t h = hash_(key);
     shard& s = shard_for(h);
-    detail::mutex_lock lock(s.mu);
-    auto it = s.map.find(key, h);
-    if (it == s.map.end()) return miss(s);
-    node* n = it->second;
-    if (n->expires_at != detail::cache_never || access_expiry()) {
-      const std::int64_t now = now_ns();
-      if (now >= n->expires_at) return miss(s);
-      touch_expiry(s, n, now);
-    }
-    if (!n->value) {
-      ++s.c.negative_hits;
+    if (access_expiry()) return get_locked(s, key, h);
+    // Lock-free: find the entry in the shard's published index inside an epoch read section (the
+    // entry cannot be freed before the section ends), copy the value, and note the hit in this
+    // thread's stripe of the shard's read buffer.
+    detail::cache_epoch_guard guard;
+    read_stripe& rs = stripe_for(h, guard.thread_index());
+    const node* n = find_node(s, key, h);
+    if (n == nullptr || (n->expires_at != detail::cache_never && now_ns() >= n->expires_at)) {
+      bump(rs.misses);
       return std::nullopt;
     }
-    ++s.c.hits;
-    record_read(s, n);
-    return n->value;
+    if (!n->value) {
+      bump(rs.negative_hits);
+      return std::nullopt;
+    }
+    bump(rs.hits);
+    std::optional<Value> out(n->value);
+    record_read(s, rs, n);
+    return out;
   }
 
   // Returns the fresh value of `key` without recording an access or counting a hit or miss.
+  // Lock-free, like get().
   std::optional<Value> peek(const Key& key) const {
     const std::size_t h = hash_(key);
-    shard& s = shard_for(h);
-    detail::mutex_lock lock(s.mu);
-    auto it = s.map.find(key, h);
-    if (it == s.map.end()) return std::nullopt;
-    const node* n = it->second;
+    const shard& s = shard_for(h);
+    detail::cache_epoch_guard guard;
+    const node* n = find_node(s, key, h);
+    if (n == nullptr) return std::nullopt;
+    if (access_expiry()) {
+      // expires_at slides under the shard lock: read it there.
+      detail::mutex_lock lock(s.mu);
+      auto it = s.map.find(key, h);
+      if (it == s.map.end()) return std::nullopt;
+      n = it->second;
+      if (n->expires_at != detail::cache_never && now_ns() >= n->expires_at) return std::nullopt;
+      return n->value;
+    }
     if (n->expires_at != detail::cache_never && now_ns() >= n->expires_at) return std::nullopt;
     return n->value;
   }
@@ -329,7 +378,7 @@ class cache final : private detail::cache_sweepable {
     } else {
       ++s.c.hits;
       touch_expiry(s, n, now);
-      record_read(s, n);
+      record_read_locked(s, n);
     }
     return stale_result{*n->value, stale};
   }
@@ -359,6 +408,7 @@ class cache final : private detail::cache_sweepable {
   bool erase(const Key& key) {
     const std::size_t h = hash_(key);
     shard& s = shard_for(h);
+    detail::cache_epoch_guard guard;
     pending p;
     bool found = false;
     {
@@ -367,12 +417,9 @@ class cache final : private detail::cache_sweepable {
       auto it = s.map.find(key, h);
       if (it != s.map.end()) {
         found = true;
-        node* n = it->second;
-        s.map.erase(it);
-        unlink_node(s, n);
-        ++s.c.erasures;
-        p.removed.emplace_back(n, removal_cause::erased);
+        erase_locked(s, it, p);
       }
+      maybe_reclaim(s, p);
     }
     finish(p);
     return found;
@@ -382,6 +429,7 @@ class cache final : private detail::cache_sweepable {
   void clear() {
     for (std::size_t i = 0; i <= shard_mask_; ++i) {
       shard& s = shards_[i];
+      detail::cache_epoch_guard guard;
       pending p;
       {
         detail::mutex_lock lock(s.mu);
@@ -390,8 +438,11 @@ class cache final : private detail::cache_sweepable {
           unlink_node(s, kv.second);
           ++s.c.erasures;
           p.removed.emplace_back(kv.second, removal_cause::erased);
+          retire(s, kv.second);
         }
         s.map.clear();
+        retire_table(s, s.index.clear());
+        maybe_reclaim(s, p);
       }
       finish(p);
     }
@@ -401,7 +452,8 @@ class cache final : private detail::cache_sweepable {
   // absl::StatusOr<Value> (or something convertible). Concurrent misses on one key run the loader
   // once; the others block until it returns and get its result. NotFound is cached for
   // `negative_ttl`; other errors are not cached. With refresh_after/stale_for, may start one
-  // background reload (the loader is copied to a new thread; it must then be copyable).
+  // background reload on `cache_options::refresh_executor` (the loader is copied into the task;
+  // it must then be copyable).
   template <class Loader>
   absl::StatusOr<Value> get_or_load(const Key& key, Loader&& loader) {
     constexpr bool copyable = std::is_copy_constructible_v<std::decay_t<Loader>>;
@@ -521,11 +573,19 @@ class cache final : private detail::cache_sweepable {
       total.hits += c.hits;
       total.misses += c.misses;
       total.negative_hits += c.negative_hits;
+      const read_stripe* stripes = stripes_of(s);
+      for (std::size_t k = 0; k <= stripe_mask_; ++k) {
+        // Relaxed: statistics, summed without a snapshot.
+        total.hits += stripes[k].hits.load(std::memory_order_relaxed);
+        total.misses += stripes[k].misses.load(std::memory_order_relaxed);
+        total.negative_hits += stripes[k].negative_hits.load(std::memory_order_relaxed);
+      }
       total.stale_hits += c.stale_hits;
       total.loads += c.loads;
       total.loads_not_found += c.loads_not_found;
       total.load_failures += c.load_failures;
       total.refreshes += c.refreshes;
+      total.refreshes_skipped += c.refreshes_skipped;
       total.evictions += c.evictions;
       total.evicted_weight += c.evicted_weight;
       total.expirations += c.expirations;
@@ -562,25 +622,61 @@ class cache final : private detail::cache_sweepable {
     std::vector<std::function<void(const absl::StatusOr<Value>&)>> waiters ABSL_GUARDED_BY(mu);
   };
 
-  // Hits recorded since the last replay into the policy; 32 pointers: a replay every 32 hits
-  // amortises the policy's cache misses while keeping the batch (and lock hold) short.
-  static constexpr std::uint32_t read_buffer_size = 32;
+  // Hits a thread's stripe of a shard's read buffer holds before it is replayed into the policy
+  // (by the reader that fills it, if the shard lock is free; else the hit is dropped). 16: a
+  // replay every 16 hits amortises the lock and the policy's cache misses while keeping the
+  // batch short; a power of two.
+  static constexpr std::uint32_t read_ring = 16;
+  // At most this many stripes per shard (one per reading thread, modulo the count).
+  static constexpr std::size_t max_stripes = 16;
+  // Retired nodes a shard collects before it tries to free a batch: one epoch advance and one
+  // process-wide barrier per 64 removals.
+  static constexpr std::size_t retire_batch = 64;
+
+  // One thread's lossy buffer of hits in one shard, and its counters. Written by readers without
+  // the shard lock (each thread mostly alone on its stripe), drained under the lock.
+  struct alignas(detail::cache_line_size) read_stripe {
+    // Hits written (readers) and hits drained (the drainer, under the lock). Relaxed/acquire
+    // as commented at their uses.
+    std::atomic<std::uint32_t> head{0};
+    std::atomic<std::uint32_t> tail{0};
+    // Counted with a load and a store, not a read-modify-write: exact while one thread uses the
+    // stripe; two threads sharing one may lose a count now and then.
+    std::atomic<std::uint64_t> hits{0};
+    std::atomic<std::uint64_t> misses{0};
+    std::atomic<std::uint64_t> negative_hits{0};
+    alignas(detail::cache_line_size) std::array<std::atomic<detail::cache_node_base*>, read_ring>
+        ring{};
+  };
+
+  // Retired objects tagged with the epoch after which no reader can hold them.
+  struct retired_batch {
+    std::uint64_t tag = 0;
+    std::vector<detail::cache_epoch::retired> items;
+  };
 
   struct alignas(detail::cache_line_size) shard {
-    mutable detail::mutex mu;
+    // Read without the lock (its own cache lines).
+    detail::cache_read_index index;
+    alignas(detail::cache_line_size) mutable detail::mutex mu;
     absl::flat_hash_map<Key, node*, Hash, Eq> map ABSL_GUARDED_BY(mu);
-    std::uint32_t read_count ABSL_GUARDED_BY(mu) = 0;
-    std::array<node*, read_buffer_size> reads ABSL_GUARDED_BY(mu){};
     cache_stats c ABSL_GUARDED_BY(mu);
+    // The stripes' miss counts already handed to the policy.
+    std::uint64_t misses_seen ABSL_GUARDED_BY(mu) = 0;
     detail::cache_policy policy ABSL_GUARDED_BY(mu);
     std::unique_ptr<detail::cache_timer_wheel> wheel ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<Key, std::shared_ptr<flight>, Hash, Eq> loading ABSL_GUARDED_BY(mu);
+    // Unlinked nodes and tables not yet tagged, and tagged batches waiting for readers to leave.
+    std::vector<detail::cache_epoch::retired> retired ABSL_GUARDED_BY(mu);
+    std::vector<retired_batch> limbo ABSL_GUARDED_BY(mu);
   };
 
-  // Removed nodes and a replaced value, handed to the listener and freed after unlocking.
+  // Removed nodes (alive until the caller's epoch guard ends), handed to the listener after
+  // unlocking, and retired objects to free then.
   struct pending {
     absl::InlinedVector<std::pair<detail::cache_node_base*, removal_cause>, 4> removed;
-    std::optional<std::pair<Key, Value>> replaced;
+    node* replaced = nullptr;
+    std::vector<detail::cache_epoch::retired> freed;
   };
 
   // What a lookup for get_or_load found: an answer, or a flight to lead or wait for (and with
@@ -609,7 +705,7 @@ class cache final : private detail::cache_sweepable {
         }
         ++s.c.hits;
         touch_expiry(s, n, now);
-        record_read(s, n);
+        record_read_locked(s, n);
         current = n->value;
         refresh = opts_.refresh_after.count() > 0 && n->written_at != 0 &&
                   now - n->written_at >= opts_.refresh_after.count();
@@ -671,6 +767,24 @@ class cache final : private detail::cache_sweepable {
     return t + d;
   }
 
+  // get() with expire-after-access: a hit slides the entry's deadline, so it takes the lock.
+  std::optional<Value> get_locked(shard& s, const Key& key, std::size_t h) {
+    detail::mutex_lock lock(s.mu);
+    auto it = s.map.find(key, h);
+    if (it == s.map.end()) return miss(s);
+    node* n = it->second;
+    const std::int64_t now = now_ns();
+    if (now >= n->expires_at) return miss(s);
+    touch_expiry(s, n, now);
+    if (!n->value) {
+      ++s.c.negative_hits;
+      return std::nullopt;
+    }
+    ++s.c.hits;
+    record_read_locked(s, n);
+    return n->value;
+  }
+
   std::optional<Value> miss(shard& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     ++s.c.misses;
     s.policy.record_miss();
@@ -692,34 +806,162 @@ class cache final : private detail::cache_sweepable {
     n->remove_at = add_sat(n->expires_at, opts_.stale_for.count());
   }
 
-  void record_read(shard& s, node* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-    s.reads[s.read_count++] = n;
-    if (s.read_count == read_buffer_size) drain_reads(s);
+  // Adds one to a stripe counter (see read_stripe: a load and a store, no locked instruction).
+  static void bump(std::atomic<std::uint64_t>& counter) noexcept {
+    // Relaxed: a statistic; stats() sums it under no ordering promise.
+    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 
-  // Replays the buffered hits into the policy. Called before every structural change, so a
-  // buffered pointer never outlives its node.
-  void drain_reads(shard& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-    const std::uint32_t count = s.read_count;
-    if (count == 0) return;
-#if defined(__GNUC__)
-    // The policy's updates each touch a sketch block: start those loads together instead of one
-    // after another (prefetching the nodes' neighbours too measured slower: too many at once).
-    for (std::uint32_t i = 0; i < count; ++i) {
-      __builtin_prefetch(s.policy.sketch_address(s.reads[i]->hash), 1);
+  read_stripe& stripe_for(std::size_t h, std::uint32_t thread) const noexcept {
+    const std::size_t shard_index = (static_cast<std::uint64_t>(h) >> 40) & shard_mask_;
+    return stripes_[(shard_index * (stripe_mask_ + 1)) + (thread & stripe_mask_)];
+  }
+
+  read_stripe* stripes_of(const shard& s) const noexcept {
+    return &stripes_[static_cast<std::size_t>(&s - shards_.get()) * (stripe_mask_ + 1)];
+  }
+
+  // Finds `key` in the shard's published index. Call inside an epoch read section.
+  const node* find_node(const shard& s, const Key& key, std::size_t h) const {
+    return static_cast<const node*>(
+        s.index.find(h, [&](const detail::cache_node_base* b) {
+          return eq_(static_cast<const node*>(b)->key, key);
+        }));
+  }
+
+  // Notes a lock-free hit on `n` in the caller's stripe; replays the stripe's hits into the
+  // policy when it is full and the shard lock is free, else drops the hit (lossy, as Caffeine's
+  // read buffers: a busy shard loses a little recency information, never correctness).
+  void record_read(shard& s, read_stripe& rs, const node* n) {
+    // Relaxed: the stripe's positions only decide where to write and when to drain; the entries
+    // themselves are published with release stores below.
+    const std::uint32_t head = rs.head.load(std::memory_order_relaxed);
+    const std::uint32_t tail = rs.tail.load(std::memory_order_relaxed);
+    if (head - tail < read_ring) {
+      // Release: pairs with the drainer's acquire exchange (the pointer's node is published).
+      rs.ring[head & (read_ring - 1)].store(const_cast<node*>(n), std::memory_order_release);
+      rs.head.store(head + 1, std::memory_order_release);
+      if (head + 1 - tail < read_ring) return;
     }
-#endif
-    for (std::uint32_t i = 0; i < count; ++i) s.policy.on_access(s.reads[i]);
-    s.read_count = 0;
+    if (s.mu.try_lock()) {
+      drain_reads(s);
+      s.mu.unlock();
+    }
   }
 
-  // Unlinks `n` from the policy and the wheel (not from the map).
+  // Records a hit found under the shard lock (get_stale, get_or_load, expire-after-access), after
+  // the buffered ones so the policy sees hits roughly in order.
+  void record_read_locked(shard& s, node* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    drain_reads(s);
+    s.policy.on_access(n);
+  }
+
+  // Replays the buffered hits into the policy. Called before every structural change (so a single
+  // thread's policy sees exactly its sequence of hits and writes) and, over every slot, before
+  // retired nodes are freed (so no buffered pointer outlives its node: see reclaim()).
+  void drain_reads(shard& s, bool every_slot = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    read_stripe* stripes = stripes_of(s);
+    std::uint64_t misses = 0;
+    for (std::size_t k = 0; k <= stripe_mask_; ++k) {
+      read_stripe& rs = stripes[k];
+      misses += rs.misses.load(std::memory_order_relaxed);
+      // Acquire: the slots written before `head` are visible.
+      const std::uint32_t head = rs.head.load(std::memory_order_acquire);
+      const std::uint32_t tail = rs.tail.load(std::memory_order_relaxed);
+      if (head == tail && !every_slot) continue;
+      std::array<detail::cache_node_base*, read_ring> batch;
+      std::uint32_t count = 0;
+      // Every slot, oldest first: a reader delayed between reading `head` and writing may have
+      // written outside [tail, head).
+      for (std::uint32_t i = 0; i < read_ring; ++i) {
+        auto& cell = rs.ring[(tail + i) & (read_ring - 1)];
+        if (cell.load(std::memory_order_relaxed) == nullptr) continue;
+        // Acquire: pairs with the reader's release store.
+        detail::cache_node_base* n = cell.exchange(nullptr, std::memory_order_acquire);
+        // An entry removed since the hit is no longer in the policy (its queue is none).
+        if (n != nullptr && n->queue != detail::cache_queue::none) batch[count++] = n;
+      }
+      // Relaxed: readers only use it to judge whether the stripe is full.
+      rs.tail.store(head, std::memory_order_relaxed);
+#if defined(__GNUC__)
+      // The policy's updates each touch a sketch block: start those loads together instead of
+      // one after another (prefetching the nodes' neighbours too measured slower).
+      for (std::uint32_t i = 0; i < count; ++i) {
+        __builtin_prefetch(s.policy.sketch_address(batch[i]->hash), 1);
+      }
+#endif
+      for (std::uint32_t i = 0; i < count; ++i) s.policy.on_access(batch[i]);
+    }
+    s.policy.record_misses(misses - s.misses_seen);
+    s.misses_seen = misses;
+  }
+
+  static void free_node(void* p) { delete static_cast<node*>(p); }
+
+  // Hands `n` (unlinked from the index and the policy) to epoch-based reclamation.
+  void retire(shard& s, node* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    s.retired.push_back({n, &free_node});
+  }
+
+  // Hands a replaced index table (or nothing) to epoch-based reclamation.
+  void retire_table(shard& s, detail::cache_read_index::table* t)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    if (t != nullptr) s.retired.push_back({t, &detail::cache_read_index::free_table});
+  }
+
+  void maybe_reclaim(shard& s, pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    if (s.retired.size() >= retire_batch) reclaim(s, p);
+  }
+
+  // Tags the shard's retired objects with a new epoch and moves every batch no reader can still
+  // hold to `p.freed` (freed after unlocking). O(threads) for the scan.
+  void reclaim(shard& s, pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    detail::cache_epoch& domain = detail::cache_epoch::instance();
+    if (!s.retired.empty()) {
+      retired_batch b;
+      b.tag = domain.advance();
+      b.items.swap(s.retired);
+      s.limbo.push_back(std::move(b));
+    }
+    if (s.limbo.empty()) return;
+    const std::uint64_t oldest = domain.oldest_active();
+    if (s.limbo.front().tag >= oldest) return;
+    // Readers that could hold these nodes have left; the hits they buffered may still point at
+    // them: replay every slot first.
+    drain_reads(s, true);
+    std::size_t done = 0;
+    while (done < s.limbo.size() && s.limbo[done].tag < oldest) {
+      std::vector<detail::cache_epoch::retired>& items = s.limbo[done].items;
+      if (p.freed.empty()) {
+        p.freed.swap(items);
+      } else {
+        p.freed.insert(p.freed.end(), items.begin(), items.end());
+      }
+      ++done;
+    }
+    s.limbo.erase(s.limbo.begin(), s.limbo.begin() + static_cast<std::ptrdiff_t>(done));
+  }
+
+  // Removes the entry at `it` (erase(), a NotFound reload) and retires it.
+  void erase_locked(shard& s, typename absl::flat_hash_map<Key, node*, Hash, Eq>::iterator it,
+                    pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    node* n = it->second;
+    s.map.erase(it);
+    unlink_node(s, n);
+    ++s.c.erasures;
+    p.removed.emplace_back(n, removal_cause::erased);
+    retire(s, n);
+  }
+
+  // Unlinks `n` from the policy, the wheel and the read index (not from the map).
   void unlink_node(shard& s, node* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     s.policy.on_remove(n);
     if (s.wheel) s.wheel->unschedule(n);
+    s.index.erase(n->hash, n);
   }
 
-  // Sets the deadlines of a node written at `now` with time to live `ttl` (0: none).
+  // Sets the deadlines of a node written at `now` with time to live `ttl` (0: none) and
+  // schedules it. Called before the node is published: lock-free readers see them unchanged.
   void set_deadlines(shard& s, node* n, std::int64_t now, std::int64_t ttl)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     n->write_deadline = ttl > 0 ? add_sat(now, ttl) : detail::cache_never;
@@ -744,32 +986,40 @@ class cache final : private detail::cache_sweepable {
     const bool needs_time = ttl > 0 || timed_ || s.wheel != nullptr;
     const std::int64_t now = needs_time ? now_ns() : 0;
     auto it = s.map.find(key, h);
-    node* n;
+    // A write always makes a new node: lock-free readers may be reading the old one, whose key,
+    // value and deadlines never change once published.
+    node* n = new node(key, std::move(value));
+    n->hash = h;
+    n->weight = weight;
     if (it != s.map.end()) {
-      n = it->second;
-      if (n->value) {
+      node* old = it->second;
+      if (old->value) {
         ++s.c.replacements;
-        if (hooks_.listener) p.replaced.emplace(key, std::move(*n->value));
+        p.replaced = old;
       }
-      n->value = std::move(value);
-      s.policy.on_reweigh(n, weight);
+      s.policy.on_replace(old, n, weight);
+      if (s.wheel) s.wheel->unschedule(old);
+      set_deadlines(s, n, now, ttl);
+      it->second = n;
+      s.index.replace(h, old, n);
+      retire(s, old);
     } else {
-      n = new node(key, std::move(value));
-      n->hash = h;
-      n->weight = weight;
-      s.map.emplace(key, n);
       s.policy.on_insert(n);
+      set_deadlines(s, n, now, ttl);
+      s.map.emplace(key, n);
+      retire_table(s, s.index.insert(h, n));
     }
-    set_deadlines(s, n, now, ttl);
     absl::InlinedVector<detail::cache_node_base*, 4> victims;
     s.policy.evict([&victims](detail::cache_node_base* v) { victims.push_back(v); });
     for (detail::cache_node_base* v : victims) {
       node* vn = static_cast<node*>(v);
       s.map.erase(vn->key);
       if (s.wheel) s.wheel->unschedule(vn);
+      s.index.erase(vn->hash, vn);
       ++s.c.evictions;
       s.c.evicted_weight += vn->weight;
       p.removed.emplace_back(vn, removal_cause::evicted);
+      retire(s, vn);
     }
     // Writes keep the wheel moving even without the sweeper, a little at a time.
     if (s.wheel && s.wheel->due(now)) {
@@ -790,8 +1040,10 @@ class cache final : private detail::cache_sweepable {
       node* n = static_cast<node*>(b);
       s.map.erase(n->key);
       s.policy.on_remove(n);
+      s.index.erase(n->hash, n);
       ++s.c.expirations;
       p.removed.emplace_back(n, removal_cause::expired);
+      retire(s, n);
     }
     return done;
   }
@@ -800,11 +1052,13 @@ class cache final : private detail::cache_sweepable {
     const std::uint32_t w = weigh(key, value);
     const std::size_t h = hash_(key);
     shard& s = shard_for(h);
+    detail::cache_epoch_guard guard;
     pending p;
     {
       detail::mutex_lock lock(s.mu);
       drain_reads(s);
       insert_locked(s, key, h, std::move(value), w, ttl.count(), p);
+      maybe_reclaim(s, p);
     }
     finish(p);
   }
@@ -816,21 +1070,25 @@ class cache final : private detail::cache_sweepable {
         std::clamp<std::uint64_t>(w, 1, std::numeric_limits<std::uint32_t>::max()));
   }
 
-  // Calls the listener for, and frees, what an operation removed. No lock held.
+  // Calls the listener for what an operation removed (alive until the caller's epoch guard
+  // ends) and frees what reclamation released. No lock held.
   void finish(pending& p) {
-    if (hooks_.listener && p.replaced) {
-      hooks_.listener(p.replaced->first, p.replaced->second, removal_cause::replaced);
+    if (hooks_.listener) {
+      if (p.replaced != nullptr) {
+        hooks_.listener(p.replaced->key, *p.replaced->value, removal_cause::replaced);
+      }
+      for (auto& [b, cause] : p.removed) {
+        const node* n = static_cast<const node*>(b);
+        if (n->value) hooks_.listener(n->key, *n->value, cause);
+      }
     }
-    for (auto& [b, cause] : p.removed) {
-      node* n = static_cast<node*>(b);
-      if (hooks_.listener && n->value) hooks_.listener(n->key, *n->value, cause);
-      delete n;
-    }
+    for (const detail::cache_epoch::retired& r : p.freed) r.free(r.p);
   }
 
   // Stores a loader's result, retires the flight and wakes its waiters.
   void complete_load(shard& s, const Key& key, std::size_t h, const std::shared_ptr<flight>& f,
                      const absl::StatusOr<Value>& r, bool refresh) {
+    detail::cache_epoch_guard guard;
     pending p;
     std::optional<Value> v;
     if (r.ok()) v = *r;
@@ -847,13 +1105,7 @@ class cache final : private detail::cache_sweepable {
           insert_locked(s, key, h, std::nullopt, 1, opts_.negative_ttl.count(), p);
         } else if (refresh) {
           auto it = s.map.find(key, h);
-          if (it != s.map.end()) {
-            node* n = it->second;
-            s.map.erase(it);
-            unlink_node(s, n);
-            ++s.c.erasures;
-            p.removed.emplace_back(n, removal_cause::erased);
-          }
+          if (it != s.map.end()) erase_locked(s, it, p);
         }
       } else {
         // A failed reload keeps the old value (stale-if-error); a failed load caches nothing.
@@ -861,6 +1113,7 @@ class cache final : private detail::cache_sweepable {
       }
       auto it = s.loading.find(key);
       if (it != s.loading.end() && it->second == f) s.loading.erase(it);
+      maybe_reclaim(s, p);
     }
     std::vector<std::function<void(const absl::StatusOr<Value>&)>> waiters;
     {
@@ -874,6 +1127,7 @@ class cache final : private detail::cache_sweepable {
     for (auto& waiter : waiters) waiter(r);
   }
 
+  // Hands one background reload of `key` (flight `f`, already registered) to the executor.
   template <class Loader>
   void start_refresh(shard& s, const Key& key, std::size_t h, std::shared_ptr<flight> f,
                      Loader loader) {
@@ -881,26 +1135,55 @@ class cache final : private detail::cache_sweepable {
       detail::mutex_lock lock(refresh_mu_);
       ++refreshing_;
     }
+    absl::AnyInvocable<void()> task = [this, &s, key, h, f, loader = std::move(loader)]() mutable {
+      absl::StatusOr<Value> r = absl::InternalError("sluice::cache: the loader threw");
+      try {
+        r = loader(key);
+      } catch (...) {
+        // Reported as a failed reload; the stale value stays.
+      }
+      complete_load(s, key, h, f, r, true);
+      refresh_done();
+    };
+    bool accepted = false;
     try {
-      std::thread([this, &s, key, h, f, loader = std::move(loader)]() mutable {
-        absl::StatusOr<Value> r = absl::InternalError("sluice::cache: the loader threw");
-        try {
-          r = loader(key);
-        } catch (...) {
-          // Reported as a failed reload; the stale value stays.
-        }
-        complete_load(s, key, h, f, r, true);
-        detail::mutex_lock lock(refresh_mu_);
-        --refreshing_;
-        refresh_cv_.notify_all();
-      }).detach();
-    } catch (const std::system_error&) {
-      complete_load(s, key, h, f, absl::UnavailableError("sluice::cache: no thread for reload"),
-                    true);
-      detail::mutex_lock lock(refresh_mu_);
-      --refreshing_;
-      refresh_cv_.notify_all();
+      accepted = opts_.refresh_executor
+                     ? opts_.refresh_executor(std::move(task))
+                     : detail::cache_refresher::instance().submit(std::move(task));
+    } catch (...) {
+      accepted = false;
     }
+    if (accepted) return;
+    skip_refresh(s, key, f);
+    refresh_done();
+  }
+
+  void refresh_done() ABSL_LOCKS_EXCLUDED(refresh_mu_) {
+    detail::mutex_lock lock(refresh_mu_);
+    --refreshing_;
+    refresh_cv_.notify_all();
+  }
+
+  // Retires the flight of a reload the executor declined; the entry keeps its value.
+  void skip_refresh(shard& s, const Key& key, const std::shared_ptr<flight>& f) {
+    const absl::StatusOr<Value> r =
+        absl::UnavailableError("sluice::cache: reload skipped (executor declined)");
+    {
+      detail::mutex_lock lock(s.mu);
+      --s.c.refreshes;
+      ++s.c.refreshes_skipped;
+      auto it = s.loading.find(key);
+      if (it != s.loading.end() && it->second == f) s.loading.erase(it);
+    }
+    std::vector<std::function<void(const absl::StatusOr<Value>&)>> waiters;
+    {
+      detail::mutex_lock lock(f->mu);
+      f->result = r;
+      f->done = true;
+      waiters.swap(f->waiters);
+    }
+    f->cv.notify_all();
+    for (auto& waiter : waiters) waiter(r);
   }
 
   // The sweeper's entry point (and cleanup()'s): advances each shard's wheel in batches.
@@ -910,6 +1193,7 @@ class cache final : private detail::cache_sweepable {
       shard& s = shards_[i];
       bool done = false;
       while (!done && budget > 0) {
+        detail::cache_epoch_guard guard;
         pending p;
         {
           detail::mutex_lock lock(s.mu);
@@ -926,10 +1210,19 @@ class cache final : private detail::cache_sweepable {
           if (done && s.map.capacity() > 64 && s.map.size() * 8 < s.map.capacity()) {
             s.map.rehash(0);
           }
+          if (done) retire_table(s, s.index.shrink_to_fit());
+          maybe_reclaim(s, p);
         }
         finish(p);
       }
       if (!done) all_done = false;
+      // Outside any read section of this thread: free what readers have left.
+      pending p;
+      {
+        detail::mutex_lock lock(s.mu);
+        if (!s.retired.empty() || !s.limbo.empty()) reclaim(s, p);
+      }
+      finish(p);
     }
     return all_done;
   }
@@ -938,9 +1231,15 @@ class cache final : private detail::cache_sweepable {
   mutable Clock clock_;
   hooks hooks_;
   Hash hash_{};
+  Eq eq_{};
   bool timed_ = false;
+  // Whether this cache registered with the shared refresher (see cache_options).
+  bool uses_refresher_ = false;
   std::size_t shard_mask_ = 0;
   std::unique_ptr<shard[]> shards_;
+  // Stripes of shard i: [i * (stripe_mask_ + 1), (i + 1) * (stripe_mask_ + 1)).
+  std::size_t stripe_mask_ = 0;
+  std::unique_ptr<read_stripe[]> stripes_;
   detail::mutex refresh_mu_;
   detail::cond_var refresh_cv_;
   std::uint64_t refreshing_ ABSL_GUARDED_BY(refresh_mu_) = 0;

@@ -5,16 +5,19 @@
 #include <cstdint>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 #include "sluice/cache/sweeper.hpp"
+#include "sluice/detail/mutex.hpp"
 #include "sluice/detail/cache_sketch.hpp"
 #include "sluice/detail/cache_timer_wheel.hpp"
 #include "sluice/testing/manual_clock.hpp"
@@ -537,4 +540,210 @@ TEST_CASE("cache: the count-min sketch never underestimates and ages by halving"
   const unsigned before = sketch.frequency(7 * 0x9E3779B97F4A7C15ULL);
   sketch.halve();
   CHECK(sketch.frequency(7 * 0x9E3779B97F4A7C15ULL) == before / 2);
+}
+
+TEST_CASE("cache: lock-free readers race writers, eviction and expiry on a few keys",
+          "[cache][stress]") {
+  // Few keys and a tiny capacity: every write replaces, evicts or expires an entry that readers
+  // on other threads are reading, so reclamation runs while they hold pointers (TSan checks it).
+  const int writers = GENERATE(1, 2);
+  manual_clock clock;
+  sluice::cache_options o;
+  o.max_entries = 4;
+  o.shards = 1;
+  o.expire_after_write = 50ms;
+  o.background_sweep = false;
+  str_cache c(o, clock);
+  std::atomic<bool> stop{false};
+  std::atomic<long> hits{0};
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      std::mt19937 rng(static_cast<unsigned>(100 + r));
+      while (!stop.load(std::memory_order_relaxed)) {
+        const int k = static_cast<int>(rng() % 8);
+        const std::string key = "k" + std::to_string(k);
+        if (auto v = c.get(key)) {
+          // A value is always one written for this key, never a freed or torn one.
+          if (v->compare(0, key.size() + 1, key + ":") != 0) std::abort();
+          hits.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (auto v = c.peek(key)) {
+          if (v->compare(0, key.size() + 1, key + ":") != 0) std::abort();
+        }
+      }
+    });
+  }
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      std::mt19937 rng(static_cast<unsigned>(w));
+      for (int i = 0; i < 50'000; ++i) {
+        const std::string key = "k" + std::to_string(rng() % 8);
+        switch (rng() % 6) {
+          case 0:
+            c.erase(key);
+            break;
+          case 1:
+            if (w == 0) clock.advance(10ms);
+            break;
+          case 2:
+            c.cleanup();
+            break;
+          default:
+            c.put(key, key + ":" + std::to_string(i) + std::string(rng() % 40, 'x'));
+        }
+      }
+    });
+  }
+  for (std::size_t t = 2; t < threads.size(); ++t) threads[t].join();
+  stop = true;
+  threads[0].join();
+  threads[1].join();
+  CHECK(c.size() <= 4);
+  const sluice::cache_stats st = c.stats();
+  CHECK(st.evictions + st.expirations + st.erasures + st.replacements > 1000);
+  INFO("reader hits " << hits.load());
+}
+
+TEST_CASE("cache: an expired entry is never returned by the lock-free get", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o = one_shard(100);
+  str_cache c(o, clock);
+  c.put("a", "1", 10s);
+  c.put("b", "2");
+  CHECK(c.get("a") == std::optional<std::string>("1"));
+  clock.advance(10s);
+  // Still in memory (not swept), but past its deadline.
+  CHECK(c.size() == 2);
+  CHECK_FALSE(c.get("a").has_value());
+  CHECK_FALSE(c.peek("a").has_value());
+  CHECK(c.get("b") == std::optional<std::string>("2"));
+  // A rewrite publishes a fresh entry.
+  c.put("a", "3", 10s);
+  CHECK(c.get("a") == std::optional<std::string>("3"));
+}
+
+TEST_CASE("cache: the read index survives growth, tombstones and shrinking", "[cache]") {
+  sluice::cache<int, int> c({.max_entries = 20'000, .shards = 1, .background_sweep = false});
+  for (int round = 0; round < 3; ++round) {
+    for (int k = 0; k < 5000; ++k) c.put(k, k + round);
+    for (int k = 0; k < 5000; ++k) REQUIRE(c.get(k) == std::optional<int>(k + round));
+    for (int k = 0; k < 5000; k += 2) c.erase(k);
+    for (int k = 0; k < 5000; ++k) {
+      REQUIRE(c.get(k).has_value() == (k % 2 == 1));
+    }
+    for (int k = 1; k < 5000; k += 2) c.erase(k);
+    CHECK(c.size() == 0);
+    c.cleanup();
+    for (int k = 0; k < 5000; ++k) REQUIRE(!c.get(k).has_value());
+  }
+  c.put(7, 7);
+  c.clear();
+  CHECK_FALSE(c.get(7).has_value());
+  c.put(7, 8);
+  CHECK(c.get(7) == std::optional<int>(8));
+}
+
+TEST_CASE("cache: lock-free hits and misses are counted and feed the policy", "[cache]") {
+  sluice::cache_options o = one_shard(100);
+  o.policy = sluice::eviction_policy::lru;
+  int_cache c(o);
+  for (int k = 0; k < 100; ++k) c.put(k, k);
+  // Touch 0..49 (more than one read-buffer stripe's worth), then insert 50 new keys: LRU must
+  // evict 50..99, which only holds if the buffered hits reached the policy.
+  for (int k = 0; k < 50; ++k) REQUIRE(c.get(k).has_value());
+  for (int k = 100; k < 150; ++k) c.put(k, k);
+  for (int k = 0; k < 50; ++k) CHECK(c.peek(k).has_value());
+  for (int k = 50; k < 100; ++k) CHECK_FALSE(c.peek(k).has_value());
+  CHECK_FALSE(c.get(1000).has_value());
+  const sluice::cache_stats st = c.stats();
+  CHECK(st.hits == 50);
+  CHECK(st.misses == 1);
+}
+
+TEST_CASE("cache: refreshes run on the executor given in the options", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o = one_shard(100);
+  o.refresh_after = 10s;
+  o.expire_after_write = 1h;
+  std::vector<absl::AnyInvocable<void()>> queued;
+  o.refresh_executor = [&](absl::AnyInvocable<void()>&& task) {
+    queued.push_back(std::move(task));
+    return true;
+  };
+  str_cache c(o, clock);
+  int calls = 0;
+  auto loader = [&](const std::string&) -> absl::StatusOr<std::string> {
+    return "v" + std::to_string(++calls);
+  };
+  REQUIRE(c.get_or_load("k", loader).value() == "v1");
+  clock.advance(11s);
+  CHECK(c.get_or_load("k", loader).value() == "v1");
+  CHECK(c.get_or_load("k", loader).value() == "v1");
+  // One reload queued, none run yet: the executor decides when.
+  REQUIRE(queued.size() == 1);
+  CHECK(calls == 1);
+  std::move(queued[0])();
+  CHECK(calls == 2);
+  CHECK(c.get("k") == std::optional<std::string>("v2"));
+  CHECK(c.stats().refreshes == 1);
+  CHECK(c.stats().refreshes_skipped == 0);
+}
+
+TEST_CASE("cache: a declined refresh is skipped and counted; the value stays", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o = one_shard(100);
+  o.refresh_after = 10s;
+  o.expire_after_write = 1h;
+  bool accept = false;
+  std::vector<absl::AnyInvocable<void()>> queued;
+  o.refresh_executor = [&](absl::AnyInvocable<void()>&& task) {
+    if (!accept) return false;
+    queued.push_back(std::move(task));
+    return true;
+  };
+  str_cache c(o, clock);
+  int calls = 0;
+  auto loader = [&](const std::string&) -> absl::StatusOr<std::string> {
+    return "v" + std::to_string(++calls);
+  };
+  REQUIRE(c.get_or_load("k", loader).value() == "v1");
+  clock.advance(11s);
+  CHECK(c.get_or_load("k", loader).value() == "v1");
+  CHECK(c.stats().refreshes_skipped == 1);
+  CHECK(c.stats().refreshes == 0);
+  CHECK(calls == 1);
+  // The skipped refresh left no flight behind: the next hit tries again.
+  accept = true;
+  CHECK(c.get_or_load("k", loader).value() == "v1");
+  REQUIRE(queued.size() == 1);
+  std::move(queued[0])();
+  CHECK(c.get("k") == std::optional<std::string>("v2"));
+  CHECK(c.stats().refreshes == 1);
+}
+
+TEST_CASE("cache: the default refresher runs many refreshes on one shared thread", "[cache]") {
+  manual_clock clock;
+  sluice::cache_options o = one_shard(1000);
+  o.refresh_after = 10s;
+  o.expire_after_write = 1h;
+  str_cache c(o, clock);
+  sluice::detail::mutex mu;
+  std::set<std::thread::id> threads;
+  std::atomic<int> calls{0};
+  auto loader = [&](const std::string& k) -> absl::StatusOr<std::string> {
+    {
+      sluice::detail::mutex_lock lock(mu);
+      threads.insert(std::this_thread::get_id());
+    }
+    calls.fetch_add(1);
+    return k;
+  };
+  for (int i = 0; i < 200; ++i) REQUIRE(c.get_or_load(std::to_string(i), loader).ok());
+  clock.advance(11s);
+  for (int i = 0; i < 200; ++i) REQUIRE(c.get_or_load(std::to_string(i), loader).ok());
+  CHECK(eventually([&] { return calls.load() == 400; }));
+  sluice::detail::mutex_lock lock(mu);
+  // The 200 initial loads ran here; every reload ran on the one background thread.
+  CHECK(threads.size() == 2);
 }

@@ -86,6 +86,16 @@ class cache_list {
     n->prev = n->next = nullptr;
   }
 
+  // Puts `nw` (not linked) where `old` is, leaving `old` unlinked; nothing when `old` is unlinked.
+  static void replace(Link* old, Link* nw) noexcept {
+    if (old->next == nullptr) return;
+    nw->prev = old->prev;
+    nw->next = old->next;
+    nw->prev->next = nw;
+    nw->next->prev = nw;
+    old->prev = old->next = nullptr;
+  }
+
   // Returns whether `n` is in some list.
   static bool linked(const Link* n) noexcept { return n->next != nullptr; }
 

@@ -77,6 +77,19 @@ class cache_policy {
 
   // Records a lookup that found nothing (the climber's hit ratio needs the misses too).
   void record_miss() noexcept { ++misses_in_sample_; }
+  // Records `count` lookups that found nothing.
+  void record_misses(std::uint64_t count) noexcept { misses_in_sample_ += count; }
+
+  // Puts `nw` (a new node for the same key, not linked) in the place of `old` with weight
+  // `new_weight`, leaving `old` unlinked. Call evict() afterwards.
+  void on_replace(cache_node_base* old, cache_node_base* nw, std::uint32_t new_weight) noexcept {
+    nw->queue = old->queue;
+    nw->weight = old->weight;
+    list::replace(old, nw);
+    old->queue = cache_queue::none;
+    if (nw->queue != cache_queue::none) on_reweigh(nw, new_weight);
+    nw->weight = new_weight;
+  }
 
   // Records that the key with `hash` was requested but not admitted (counts its frequency).
   void record_frequency(std::uint64_t hash) noexcept {

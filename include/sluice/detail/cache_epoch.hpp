@@ -1,0 +1,220 @@
+// sluice/detail/cache_epoch.hpp
+//
+// Internal; not part of the public API. Epoch-based reclamation for the cache's lock-free reads:
+// it exists so that a get() can follow pointers into a shard's entries without taking the shard's
+// lock, while writers (under the lock) unlink entries and free them only once no reader can still
+// hold them.
+//
+// How it works. The process has one global epoch counter and one slot per thread (registered on
+// the thread's first use, reused after the thread exits, never freed). A reader announces the
+// global epoch it read in its slot before it follows any pointer, and clears the slot when done
+// (nested sections only count the outermost). A writer unlinks an object, then retires it in a
+// batch tagged with the epoch it advances the counter from (`advance()`); the batch may be freed
+// once every announced epoch is greater than its tag (`oldest_active()`): a reader that announced
+// a greater epoch read the counter after the unlink, so it cannot reach the object.
+//
+// The announcement must be visible to the writer's scan before the reader loads a pointer (a
+// store-load ordering). On Linux the readers pay only a compiler barrier: the writer issues
+// membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) before scanning, which runs a full fence on every
+// thread of the process (as liburcu and folly's asymmetric fences do; ~0.1-1 us, once per batch).
+// Where that is unavailable, and under ThreadSanitizer (which checks the portable protocol), the
+// readers run a seq_cst fence after announcing and the writer one before scanning.
+//
+// Thread safety: all member functions may be called concurrently; a slot is used only by its
+// thread.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "sluice/detail/cache_line.hpp"
+#include "sluice/detail/mutex.hpp"
+
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define SLUICE_CACHE_EPOCH_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SLUICE_CACHE_EPOCH_TSAN 1
+#endif
+#endif
+
+namespace sluice::detail {
+
+class cache_epoch {
+ public:
+  // One thread's announcement.
+  struct alignas(cache_line_size) slot {
+    // The epoch the thread's outermost read section started in; 0 when outside any. Written only
+    // by the owning thread; read by scanning writers.
+    std::atomic<std::uint64_t> epoch{0};
+    // The nesting depth of read sections (owner thread only).
+    std::uint32_t depth = 0;
+    // A small number unique among live threads (stripe selection).
+    std::uint32_t index = 0;
+    // The next free slot (under the registry lock).
+    slot* next_free = nullptr;
+  };
+
+  // An object (node or table) waiting to be freed, and how to free it.
+  struct retired {
+    void* p = nullptr;
+    void (*free)(void*) = nullptr;
+  };
+
+  // Returns the process's domain (never destroyed: threads and caches of static storage duration
+  // may still use it during exit).
+  static cache_epoch& instance() {
+    static cache_epoch* const domain = new cache_epoch();
+    return *domain;
+  }
+
+  cache_epoch(const cache_epoch&) = delete;
+  cache_epoch& operator=(const cache_epoch&) = delete;
+
+  // Returns the calling thread's slot, registering it on first use (allocates once per thread).
+  slot& local() {
+    thread_local holder h;
+    return *h.s;
+  }
+
+  // Starts a read section on `s` (the caller's slot). Pointers loaded after it stay valid until
+  // the matching exit().
+  void enter(slot& s) noexcept {
+    if (s.depth++ != 0) return;
+    // Acquire: pairs with advance()'s release, so a reader that sees a new epoch also sees every
+    // unlink that preceded it.
+    const std::uint64_t e = global_.load(std::memory_order_acquire);
+    // Release: a scan that reads this value synchronizes with it, so everything this thread did
+    // in earlier sections happens before the scanner frees what they used.
+    s.epoch.store(e, std::memory_order_release);
+    if (symmetric_) {
+      // Store-load ordering against the scanner's fence (Dekker): either its scan sees this
+      // announcement or this thread's loads see its unlinks.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+    } else {
+      // The scanner's membarrier() orders this store before the loads that follow on the CPU;
+      // only the compiler must not reorder them.
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    }
+  }
+
+  // Ends a read section on `s`.
+  void exit(slot& s) noexcept {
+    if (--s.depth != 0) return;
+    // Release: every load of the section happens before a scan that reads 0.
+    s.epoch.store(0, std::memory_order_release);
+  }
+
+  // Advances the global epoch; returns the epoch before (the tag of a batch retired now).
+  std::uint64_t advance() noexcept {
+    // acq_rel: the release half publishes the unlinks made before it to readers that acquire the
+    // new epoch (see enter()).
+    return global_.fetch_add(1, std::memory_order_acq_rel);
+  }
+
+  // Returns the smallest epoch announced by a thread inside a read section (max() when none).
+  // Batches tagged below it may be freed. Takes the registry lock; O(threads).
+  std::uint64_t oldest_active() ABSL_LOCKS_EXCLUDED(mu_) {
+    // Without the fence a reader might not be seen yet: then nothing may be freed.
+    if (!heavy_fence()) return 0;
+    std::uint64_t oldest = std::numeric_limits<std::uint64_t>::max();
+    detail::mutex_lock lock(mu_);
+    for (const auto& s : slots_) {
+      // Acquire: pairs with the readers' release stores (see enter()/exit()).
+      const std::uint64_t e = s->epoch.load(std::memory_order_acquire);
+      if (e != 0 && e < oldest) oldest = e;
+    }
+    return oldest;
+  }
+
+ private:
+  struct holder {
+    slot* s;
+    holder() : s(instance().acquire_slot()) {}
+    ~holder() { instance().release_slot(s); }
+    holder(const holder&) = delete;
+    holder& operator=(const holder&) = delete;
+  };
+
+  cache_epoch() {
+#if defined(__linux__) && defined(MEMBARRIER_CMD_PRIVATE_EXPEDITED) && \
+    !defined(SLUICE_CACHE_EPOCH_TSAN)
+    const long cmds = ::syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0 &&
+        ::syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0) {
+      symmetric_ = false;
+    }
+#endif
+  }
+
+  // Runs the writer's half of the store-load ordering (see enter()); returns false if it could
+  // not (membarrier failed after registering, which it does not do in practice).
+  bool heavy_fence() noexcept {
+    if (symmetric_) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      return true;
+    }
+#if defined(__linux__) && defined(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+    return ::syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+#else
+    return false;
+#endif
+  }
+
+  slot* acquire_slot() ABSL_LOCKS_EXCLUDED(mu_) {
+    detail::mutex_lock lock(mu_);
+    if (free_ != nullptr) {
+      slot* s = free_;
+      free_ = s->next_free;
+      s->next_free = nullptr;
+      return s;
+    }
+    slots_.push_back(std::make_unique<slot>());
+    slots_.back()->index = static_cast<std::uint32_t>(slots_.size() - 1);
+    return slots_.back().get();
+  }
+
+  void release_slot(slot* s) ABSL_LOCKS_EXCLUDED(mu_) {
+    detail::mutex_lock lock(mu_);
+    s->next_free = free_;
+    free_ = s;
+  }
+
+  // Starts at 1: 0 in a slot means "not reading".
+  std::atomic<std::uint64_t> global_{1};
+  // Whether readers must fence (no membarrier, or under TSan). Written once in the constructor.
+  bool symmetric_ = true;
+  detail::mutex mu_;
+  std::vector<std::unique_ptr<slot>> slots_ ABSL_GUARDED_BY(mu_);
+  slot* free_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+// A read section for the scope (see cache_epoch::enter).
+class cache_epoch_guard {
+ public:
+  cache_epoch_guard() : domain_(cache_epoch::instance()), slot_(domain_.local()) {
+    domain_.enter(slot_);
+  }
+  ~cache_epoch_guard() { domain_.exit(slot_); }
+  cache_epoch_guard(const cache_epoch_guard&) = delete;
+  cache_epoch_guard& operator=(const cache_epoch_guard&) = delete;
+
+  // Returns the calling thread's small unique number (see cache_epoch::slot::index).
+  std::uint32_t thread_index() const noexcept { return slot_.index; }
+
+ private:
+  cache_epoch& domain_;
+  cache_epoch::slot& slot_;
+};
+
+}  // namespace sluice::detail
