@@ -15,6 +15,8 @@
 #include <absl/strings/numbers.h>
 #include <absl/strings/str_split.h>
 
+#include <sluice/redis/url.hpp>
+
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080",
           "HOST:PORT to serve on ([v6addr]:PORT for IPv6; port 0 picks a free port, see "
           "--port-file)");
@@ -61,6 +63,12 @@ ABSL_FLAG(int32_t, io_timeout_seconds, 60,
           "a body read or response write that makes no progress for this long is dropped");
 ABSL_FLAG(std::string, port_file, "",
           "once listening, write the bound port to this file (for scripts using port 0)");
+ABSL_FLAG(std::string, redis, "",
+          "redis://[[user]:password@]host[:port][/db]: keep users, /api/data pages and the rate "
+          "limits in this Redis, shared by every instance using it (also from SLUICE_REDIS_URL; "
+          "empty: the embedded in-process store)");
+ABSL_FLAG(int64_t, redis_timeout_ms, 250,
+          "deadline of each Redis command; a slower answer counts as a store failure");
 ABSL_FLAG(std::string, store_fault_file, "",
           "test switch: while this file exists, every read of the embedded store fails");
 
@@ -161,6 +169,10 @@ void parse_argv(int argc, char** argv, std::vector<std::string>& proxies) {
 }
 
 void apply_env() {
+  // The contract's name for the Redis URL; SLUICE_REDIS (the generic twin) also works and wins.
+  if (const char* url = std::getenv("SLUICE_REDIS_URL"); url != nullptr) {
+    if (absl::CommandLineFlag* flag = find_ours("redis")) set_flag(*flag, url, "SLUICE_REDIS_URL");
+  }
   for (auto& [name, flag] : absl::GetAllFlags()) {
     if (!is_ours(*flag)) continue;
     std::string var = env_name(flag->Name());
@@ -272,6 +284,14 @@ config load_config(int argc, char** argv) {
       in_range(FLAGS_breaker_open_ms, "breaker-open-ms", int64_t{1}, int64_t{3'600'000}));
   c.port_file = absl::GetFlag(FLAGS_port_file);
   c.store_fault_file = absl::GetFlag(FLAGS_store_fault_file);
+  c.redis_url = absl::GetFlag(FLAGS_redis);
+  if (!c.redis_url.empty()) {
+    if (auto ep = sluice::redis::parse_url(c.redis_url); !ep.ok()) {
+      fail("bad --redis URL: " + std::string(ep.status().message()));
+    }
+  }
+  c.redis_timeout = std::chrono::milliseconds(
+      in_range(FLAGS_redis_timeout_ms, "redis-timeout-ms", int64_t{1}, int64_t{60'000}));
   return c;
 }
 

@@ -41,6 +41,10 @@ struct config {
   std::chrono::milliseconds breaker_open{5'000};
   std::string port_file;
   std::string store_fault_file;
+  // Redis mode (empty: the embedded default). Validated by load_config with
+  // sluice::redis::parse_url.
+  std::string redis_url;
+  std::chrono::milliseconds redis_timeout{250};  // bound on each Redis command
 };
 
 // Parses argv and the environment into a config. Prints help and exits 0 on --help; prints one

@@ -1,13 +1,18 @@
 // handlers.cpp: the buffered endpoints (everything but the streaming upload and download), with
 // Boost.JSON for bodies. No Beast here: handlers see service::request and fill service::response.
+// In Redis mode /users/:id and /api/data are coroutine routes (route_kind::async): they co_await
+// Redis from their loop.
 #include <charconv>
 #include <cmath>
 #include <cstdint>
 
 #include <boost/json.hpp>
 
+#include <sluice/asio/cache.hpp>
+
 #include "metrics.hpp"
 #include "primitives.hpp"
+#include "redis_mode.hpp"
 #include "service.hpp"
 #include "user_store.hpp"
 
@@ -68,6 +73,24 @@ void cached_body(response& res, const body_ptr& body, const char* how) {
   res.set("X-Cache", how);
 }
 
+// Answers a store's reply for user `id` (404, or the user, cached, X-Cache: MISS).
+void answer_found(primitives& p, std::int64_t id, const std::optional<user>& found, response& res) {
+  if (!found) return res.error(404, "user not found");
+  auto body = std::make_shared<const std::string>(boost::json::serialize(
+      boost::json::object{{"id", found->id}, {"name", found->name}, {"email", found->email}}));
+  p.users.put(id, body);
+  cached_body(res, body, "MISS");
+}
+
+// Answers when the store could not: the last known value (STALE), else 503 + Retry-After.
+template <class Cached>
+void answer_unavailable(const Cached& cached, std::chrono::nanoseconds retry, response& res) {
+  if (cached) return cached_body(res, cached->value, "STALE");
+  const auto seconds = std::chrono::ceil<std::chrono::seconds>(retry).count();
+  res.set("Retry-After", std::to_string(seconds < 1 ? 1 : seconds));
+  res.error(503, "user store unavailable");
+}
+
 // GET /users/:id: the users cache in front of the store, the store behind a circuit breaker,
 // and the last known value (X-Cache: STALE) when the store is down or the breaker is open.
 void users_by_id(app& a, const request& req, response& res) {
@@ -81,21 +104,38 @@ void users_by_id(app& a, const request& req, response& res) {
   if (auto permit = p.users_breaker.try_acquire()) {
     absl::StatusOr<std::optional<user>> found = a.users->get(id);
     permit->record(found.status());
+    if (found.ok()) return answer_found(p, id, *found, res);
+  } else if (permit.rejection().retry_after > retry) {
+    retry = permit.rejection().retry_after;
+  }
+  answer_unavailable(cached, retry, res);
+}
+
+// GET /users/:id for an asynchronous store (Redis): the same steps, the store read co_awaited.
+boost::asio::awaitable<void> users_by_id_async(app& a, const request& req, response& res) {
+  std::int64_t id = 0;
+  if (!parse_int(req.param("id"), id) || id <= 0) {
+    res.error(400, "invalid id");
+    co_return;
+  }
+  primitives& p = *a.prims;
+  auto cached = p.users.get_stale(id);
+  if (cached && !cached->stale) {
+    cached_body(res, cached->value, "HIT");
+    co_return;
+  }
+  std::chrono::nanoseconds retry = std::chrono::seconds(1);
+  if (auto permit = p.users_breaker.try_acquire()) {
+    absl::StatusOr<std::optional<user>> found = co_await a.users->async_get(id);
+    permit->record(found.status());
     if (found.ok()) {
-      if (!found->has_value()) return res.error(404, "user not found");
-      const user& u = **found;
-      auto body = std::make_shared<const std::string>(boost::json::serialize(
-          boost::json::object{{"id", u.id}, {"name", u.name}, {"email", u.email}}));
-      p.users.put(id, body);
-      return cached_body(res, body, "MISS");
+      answer_found(p, id, *found, res);
+      co_return;
     }
   } else if (permit.rejection().retry_after > retry) {
     retry = permit.rejection().retry_after;
   }
-  if (cached) return cached_body(res, cached->value, "STALE");
-  const auto seconds = std::chrono::ceil<std::chrono::seconds>(retry).count();
-  res.set("Retry-After", std::to_string(seconds < 1 ? 1 : seconds));
-  res.error(503, "user store unavailable");
+  answer_unavailable(cached, retry, res);
 }
 
 // Builds page `page` of the catalogue: 100 items with deterministic titles and scores.
@@ -112,14 +152,19 @@ std::string build_page(std::int64_t page) {
   return boost::json::serialize(boost::json::object{{"page", page}, {"items", std::move(items)}});
 }
 
+// Reads ?page=N (default 0); false if it is not an integer in [0, 1000000].
+bool parse_page(const request& req, std::int64_t& page) {
+  std::string_view text;
+  page = 0;
+  return !req.query_param("page", text) ||
+         (parse_int(text, page) && page >= 0 && page <= 1'000'000);
+}
+
 // GET /api/data?page=N: pages cached for the TTL; concurrent misses on one page build it once
 // (single flight), so an expiring hot page cannot stampede the backend.
 void api_data(app& a, const request& req, response& res) {
-  std::string_view text;
   std::int64_t page = 0;
-  if (req.query_param("page", text) && (!parse_int(text, page) || page < 0 || page > 1'000'000)) {
-    return res.error(400, "page must be an integer in [0, 1000000]");
-  }
+  if (!parse_page(req, page)) return res.error(400, "page must be an integer in [0, 1000000]");
   bool loaded = false;
   absl::StatusOr<body_ptr> body =
       a.prims->pages.get_or_load(page, [&loaded](std::int64_t pg) -> absl::StatusOr<body_ptr> {
@@ -128,6 +173,32 @@ void api_data(app& a, const request& req, response& res) {
       });
   if (!body.ok()) return res.error(500, "cannot build page");
   cached_body(res, *body, loaded ? "MISS" : "HIT");
+}
+
+// GET /api/data?page=N in Redis mode: the seed's Redis cache middleware done right. The page is
+// read from Redis; on a miss it is built once per instance (concurrent misses on a page join one
+// load through the in-process cache's single flight) and SET with EX = the TTL, so an expiring
+// hot page cannot stampede. When Redis cannot answer, the page is built and served uncached.
+boost::asio::awaitable<void> api_data_async(app& a, const request& req, response& res) {
+  std::int64_t page = 0;
+  if (!parse_page(req, page)) {
+    res.error(400, "page must be an integer in [0, 1000000]");
+    co_return;
+  }
+  bool loaded = false;
+  page_origin origin = page_origin::redis;
+  absl::StatusOr<body_ptr> body = co_await sluice::asio::get_or_load(
+      a.prims->pages, page, [&a, &loaded, &origin](std::int64_t pg) {
+        loaded = true;
+        return a.redis->load_page(pg, build_page, origin);
+      });
+  if (!body.ok()) {
+    res.error(500, "cannot build page");
+    co_return;
+  }
+  // Served, but not kept: the next request asks Redis again.
+  if (loaded && origin == page_origin::uncached) a.prims->pages.erase(page);
+  cached_body(res, *body, loaded && origin != page_origin::redis ? "MISS" : "HIT");
 }
 
 // POST /compute {"value":N}: sum of sin(i)*cos(i) over [0, N*10000). Runs on the offload
@@ -168,8 +239,17 @@ void register_routes(app& a) {
   r.add("/hello", get | head, route_kind::buffered, hello, kSmallBody);
   r.add("/healthz", get | head, route_kind::buffered, healthz, kSmallBody, false);
   r.add("/readyz", get | head, route_kind::buffered, readyz, kSmallBody, false);
-  r.add("/users/:id", get | head, route_kind::buffered, users_by_id, kSmallBody);
-  r.add("/api/data", get | head, route_kind::buffered, api_data, kSmallBody);
+  // A synchronous store (the embedded one) is called in place: no coroutine frame per request.
+  if (a.users->synchronous()) {
+    r.add("/users/:id", get | head, route_kind::buffered, users_by_id, kSmallBody);
+  } else {
+    r.add("/users/:id", get | head, users_by_id_async, kSmallBody);
+  }
+  if (a.redis) {
+    r.add("/api/data", get | head, api_data_async, kSmallBody);
+  } else {
+    r.add("/api/data", get | head, route_kind::buffered, api_data, kSmallBody);
+  }
   r.add("/metrics", get | head, route_kind::buffered, metrics, kSmallBody, false);
   r.add("/compute", post, route_kind::offloaded, compute, 16 * 1024);
   r.add("/download/:name", get | head, route_kind::download, nullptr);

@@ -19,6 +19,7 @@
 #include "config.hpp"
 #include "metrics.hpp"
 #include "primitives.hpp"
+#include "redis_mode.hpp"
 #include "server.hpp"
 #include "service.hpp"
 #include "supervisor.hpp"
@@ -94,7 +95,16 @@ int main(int argc, char** argv) {
   }
   a.metrics = std::make_unique<service::service_metrics>();
   a.prims = std::make_unique<service::primitives>(a);
-  a.users = service::make_embedded_store(cfg.seed_users, cfg.store_fault_file);
+  if (cfg.redis_url.empty()) {
+    a.users = service::make_embedded_store(cfg.seed_users, cfg.store_fault_file);
+  } else {
+    // Waits a few seconds for Redis (and the seeding) so a service started with its Redis is
+    // ready at once; a Redis that is down is retried in the background.
+    auto redis = service::redis_mode::create(a, std::chrono::seconds(3));
+    if (!redis.ok()) die(std::string(redis.status().message()), 2);
+    a.redis = std::move(*redis);
+    a.users = a.redis->make_user_store();
+  }
   service::register_routes(a);
 
   service::server srv(a);

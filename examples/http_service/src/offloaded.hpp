@@ -11,6 +11,8 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <sluice/rate_limit.hpp>
+
 #include "service.hpp"
 
 namespace service {
@@ -41,5 +43,9 @@ boost::asio::awaitable<bool> write_offloaded(app& a, int fd, const char* data, s
 // Decides whether `client` may make one more request now; on refusal fills `res` with the 429
 // answer (Retry-After and RateLimit-* headers) and returns false. Lock: the limiter's shard.
 bool admit(app& a, std::string_view client, response& res);
+
+// Fills `res` with the 429 answer for a refused rate-limit decision: JSON error, Retry-After and
+// the RateLimit-Limit, -Remaining and -Reset headers.
+void reject_rate_limited(const sluice::rate_limit_result& r, response& res);
 
 }  // namespace service

@@ -43,6 +43,7 @@
 
 #include "metrics.hpp"
 #include "offloaded.hpp"
+#include "redis_mode.hpp"
 
 namespace service {
 namespace {
@@ -90,6 +91,8 @@ struct session {
   // Writes head_ and `body`; returns false on a write error.
   net::awaitable<bool> write_response(std::string_view body);
   char* chunk();
+  // Runs a coroutine handler; an exception becomes a 500.
+  net::awaitable<void> run_async(async_handler_fn handler, const request& req, response& res);
   // Runs the after-response middleware: metrics and the access log.
   void finish(const request& req, std::string_view route_label, unsigned status,
               std::uint64_t bytes, clock_type::time_point start);
@@ -493,6 +496,16 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
     router::match m = app_.routes.find(req.verb, req.path, req);
     matched = m.found;
     if (matched != nullptr) route_label = matched->pattern;
+    // Rate-limit middleware: in-process (a lock-free keyed limiter) or, in Redis mode, the quota
+    // shared by every instance (one script round trip, co_awaited on this loop).
+    bool limited = false;
+    if (matched != nullptr && matched->rate_limited) {
+      if (app_.redis && app_.redis->limits_requests()) {
+        limited = !co_await app_.redis->admit(req.client_ip, res);
+      } else {
+        limited = !admit(app_, req.client_ip, res);
+      }
+    }
     if (matched == nullptr) {
       if (m.path_known) {
         route_label = m.allow_from->pattern;
@@ -501,17 +514,20 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
       } else {
         res.error(404, "not found");
       }
-    } else if (matched->rate_limited && !admit(app_, req.client_ip, res)) {
+    } else if (limited) {
       // 429 filled in by the rate-limit middleware; the body (if any) is left unread.
     } else {
       switch (matched->kind) {
         case route_kind::buffered:
-        case route_kind::offloaded: {
+        case route_kind::offloaded:
+        case route_kind::async: {
           std::string body;
           if (co_await read_body(p, matched->max_body, body, res)) {
             req.body = body;
             if (matched->kind == route_kind::offloaded) {
               co_await run_offloaded(app_, matched->handler, req, res);
+            } else if (matched->kind == route_kind::async) {
+              co_await run_async(matched->async_handler, req, res);
             } else {
               try {
                 matched->handler(app_, req, res);
@@ -563,6 +579,17 @@ net::awaitable<bool> session::serve_one(clock_type::time_point start) {
   bool wrote = co_await write_response(head_only ? std::string_view() : res.body);
   finish(req, route_label, res.status, head_only ? 0 : res.body.size(), start);
   co_return wrote&& keep_alive;
+}
+
+net::awaitable<void> session::run_async(async_handler_fn handler, const request& req,
+                                        response& res) {
+  try {
+    co_await handler(app_, req, res);
+  } catch (const std::exception& e) {
+    SPDLOG_LOGGER_ERROR(app_.log, "\"msg\":\"handler failed\",\"error\":\"{}\"", e.what());
+    res = response();
+    res.error(500, "internal error");
+  }
 }
 
 void session::finish(const request& req, std::string_view route_label, unsigned status,

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <absl/container/inlined_vector.h>
+#include <boost/asio/awaitable.hpp>
 
 #include "config.hpp"
 
@@ -24,6 +25,7 @@ namespace service {
 class user_store;
 class service_metrics;
 struct primitives;
+class redis_mode;
 
 // The methods the router distinguishes; anything else is `other` (answered 405 or 404).
 enum class method : std::uint8_t { get = 1, head = 2, post = 4, put = 8, del = 16, other = 32 };
@@ -96,16 +98,21 @@ enum class route_kind : std::uint8_t {
   upload,     // body streamed to disk by the connection (POST /upload)
   download,   // response streamed from disk by the connection (GET/HEAD /download/:name)
   offloaded,  // as buffered, but the handler runs on the offload executor (CPU-heavy work)
+  async,      // as buffered, but the handler is a coroutine the connection co_awaits on its loop
+              // (it waits for I/O, e.g. Redis, without blocking the loop)
 };
 
 struct app;
 using handler_fn = void (*)(app&, const request&, response&);
+// A coroutine handler (route_kind::async). The request's views stay valid until it completes.
+using async_handler_fn = boost::asio::awaitable<void> (*)(app&, const request&, response&);
 
 struct route {
   std::string_view pattern;  // "/users/:id": also the metrics label
   std::uint8_t methods = 0;  // bitwise or of `method`
   route_kind kind = route_kind::buffered;
   handler_fn handler = nullptr;
+  async_handler_fn async_handler = nullptr;  // route_kind::async only
   std::size_t max_body = 0;  // largest body read for a buffered route; larger -> 413
   bool rate_limited = true;  // false for probes and scrapes (/healthz, /readyz, /metrics)
   std::string allow;         // the Allow header for a 405, built by router::add
@@ -124,6 +131,9 @@ class router {
 
   // Adds a route; a pattern may appear once per method set. Not thread-safe: call before serving.
   void add(std::string_view pattern, std::uint8_t methods, route_kind kind, handler_fn handler,
+           std::size_t max_body = 0, bool rate_limited = true);
+  // Adds a coroutine route (route_kind::async).
+  void add(std::string_view pattern, std::uint8_t methods, async_handler_fn handler,
            std::size_t max_body = 0, bool rate_limited = true);
   // Finds the route for (verb, path) and binds its parameters into `req`.
   match find(method verb, std::string_view path, request& req) const;
@@ -206,6 +216,9 @@ struct app {
   std::unique_ptr<user_store> users;
   std::unique_ptr<service_metrics> metrics;
   std::unique_ptr<primitives> prims;  // after metrics: registers collectors on it
+  // Redis mode only (null in the embedded default): the Redis client, the shared page cache and
+  // the distributed rate limiter. After prims and metrics: destroyed first.
+  std::unique_ptr<redis_mode> redis;
   std::shared_ptr<spdlog::logger> log;
   proxy_list proxies;
   // Set once when SIGTERM/SIGINT starts the drain; read by /readyz. Relaxed: a flag with no data

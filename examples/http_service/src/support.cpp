@@ -13,6 +13,7 @@
 
 #include "metrics.hpp"
 #include "primitives.hpp"
+#include "redis_mode.hpp"
 #include "service.hpp"
 #include "user_store.hpp"
 
@@ -117,6 +118,12 @@ void router::add(std::string_view pattern, std::uint8_t methods, route_kind kind
   for (auto& x : routes_) {
     if (x.pattern == pattern) x.allow = allow;
   }
+}
+
+void router::add(std::string_view pattern, std::uint8_t methods, async_handler_fn handler,
+                 std::size_t max_body, bool rate_limited) {
+  add(pattern, methods, route_kind::async, nullptr, max_body, rate_limited);
+  routes_.back().async_handler = handler;
 }
 
 router::match router::find(method verb, std::string_view path, request& req) const {

@@ -8,6 +8,11 @@
 #include <absl/status/status.h>
 
 namespace service {
+
+boost::asio::awaitable<absl::StatusOr<std::optional<user>>> user_store::async_get(std::int64_t id) {
+  co_return get(id);
+}
+
 namespace {
 
 class embedded_store final : public user_store {

@@ -1,6 +1,7 @@
 // user_store.hpp: where /users/:id reads from. The embedded store (the default, no Redis) holds
 // users 1..N in memory; its fault switch makes every read fail so tests can drive the circuit
-// breaker and the stale-cache fallback. A Redis-backed store plugs in behind the same interface.
+// breaker and the stale-cache fallback. The Redis store (redis_mode.cpp, hashes `user:<id>`) is
+// asynchronous: /users/:id is then a coroutine route that co_awaits async_get() on its loop.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <string_view>
 
 #include <absl/status/statusor.h>
+#include <boost/asio/awaitable.hpp>
 
 namespace service {
 
@@ -24,7 +26,14 @@ class user_store {
  public:
   virtual ~user_store() = default;
   // Returns the user, std::nullopt if there is none; Unavailable when the store cannot answer.
+  // Synchronous stores only (see synchronous()); an asynchronous one returns Unimplemented.
   virtual absl::StatusOr<std::optional<user>> get(std::int64_t id) = 0;
+  // Returns what get() returns, without blocking the calling loop: the default runs get().
+  // Resumes on the caller's executor.
+  virtual boost::asio::awaitable<absl::StatusOr<std::optional<user>>> async_get(std::int64_t id);
+  // Returns true if get() answers at once (no I/O): the routes then call it directly, which
+  // costs no coroutine frame per request.
+  virtual bool synchronous() const { return true; }
   // Returns OK if the store can answer reads now.
   virtual absl::Status ping() = 0;
   // Returns "embedded" or "redis", for /readyz.

@@ -32,6 +32,10 @@ check "GET /hello body" "$("${CURL[@]}" "$BASE/hello")" "hello"
 check "GET /hello type" "$(header Content-Type "$WORK/h")" "text/plain"
 check "GET /healthz" "$("${CURL[@]}" "$BASE/healthz")" "ok"
 check "GET /readyz" "$("${CURL[@]}" "$BASE/readyz" | grep -o '"ready":true')" '"ready":true'
+store=embedded
+[ "${E2E_REDIS:-0}" = 1 ] && store=redis
+check "GET /readyz names the store" "$("${CURL[@]}" "$BASE/readyz" | grep -o '"store":"[a-z]*"')" \
+  "\"store\":\"$store\""
 check "GET /users/5" "$("${CURL[@]}" "$BASE/users/5")" \
   '{"id":5,"name":"user5","email":"user5@example.com"}'
 check "GET /users/10 (env seed)" "$(status "$BASE/users/10")" "200"

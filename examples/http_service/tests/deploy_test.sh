@@ -30,54 +30,7 @@ PID_A=$INSTANCE_PID PORT_A=$INSTANCE_PORT
 start_instance b --trusted-proxy 127.0.0.1/32
 PID_B=$INSTANCE_PID PORT_B=$INSTANCE_PORT
 
-chmod 755 "$WORK"
-mkdir -p "$WORK/static" "$WORK/nginx"
-printf 'static file\n' >"$WORK/static/hello.txt"
-chmod -R a+rX "$WORK/static"
-
-start_nginx() {
-  local port
-  for _ in $(seq 1 20); do
-    port=$((20000 + RANDOM % 20000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
-    sed -e "s|127.0.0.1:8081|127.0.0.1:$PORT_A|" -e "s|127.0.0.1:8082|127.0.0.1:$PORT_B|" \
-        -e "s|listen 8080;|listen 127.0.0.1:$port;|" -e "s|/var/lib/sluice/data/|$WORK/static/|" \
-        "$DEPLOY/nginx.conf" >"$WORK/nginx/site.conf"
-    cat >"$WORK/nginx/nginx.conf" <<NGINX
-$( [ "$(id -u)" = 0 ] && echo "user root;" )
-daemon off;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  include $WORK/nginx/site.conf;
-}
-NGINX
-    nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>>"$WORK/nginx/start.log" &
-    NGINX_PID=$!
-    EXTRA_PIDS+=("$NGINX_PID")
-    for _ in $(seq 1 100); do
-      if curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$port/static/hello.txt"; then
-        NGINX="http://127.0.0.1:$port"
-        return 0
-      fi
-      kill -0 "$NGINX_PID" 2>/dev/null || break
-      sleep 0.05
-    done
-    kill "$NGINX_PID" 2>/dev/null || true
-  done
-  cat "$WORK/nginx/start.log" "$WORK/nginx/error.log" >&2 || true
-  echo "nginx did not start" >&2
-  exit 1
-}
-start_nginx
+start_nginx "$PORT_A" "$PORT_B"
 pass "nginx started with deploy/nginx.conf"
 
 check "static file served by nginx" "$("${CURL[@]}" "$NGINX/static/hello.txt")" "static file"

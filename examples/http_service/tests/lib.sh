@@ -15,7 +15,14 @@ FAILURES=0
 CURL=(curl -sS --max-time 60)
 
 EXTRA_PIDS=()
+REDIS_PID=""
+REDIS_PORT=""
+REDIS_URL=""
 cleanup() {
+  if [ -n "$REDIS_PID" ]; then
+    kill -KILL "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
   # TERM first: an nginx master killed with KILL would leave its workers behind.
   for pid in "${EXTRA_PIDS[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
@@ -56,12 +63,69 @@ check_match() {
   if [[ "$2" =~ $3 ]]; then pass "$1"; else fail "$1: [$2] does not match /$3/"; fi
 }
 
+# ---- Redis ---------------------------------------------------------------------------------------
+# start_redis [PORT]: starts a throw-away redis-server (loopback, no persistence) on a free port, or
+# on PORT to bring one back at the same address; sets REDIS_PID, REDIS_PORT, REDIS_URL. Killed by
+# the cleanup whatever happens.
+start_redis() {
+  if ! command -v redis-server >/dev/null; then
+    echo "redis-server not installed (scripts/bootstrap.sh installs it)" >&2
+    exit 1
+  fi
+  local fixed="${1:-}" port
+  mkdir -p "$WORK/redis"
+  for _ in $(seq 1 30); do
+    port="${fixed:-$((20000 + RANDOM % 30000))}"
+    if [ -z "$fixed" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK/redis" \
+      --logfile "$WORK/redis/redis.log" >/dev/null 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 100); do
+      kill -0 "$REDIS_PID" 2>/dev/null || break
+      # The server answering on the port must be ours (another may have taken the port first).
+      if [ "$(timeout 2 redis-cli -p "$port" info server 2>/dev/null | tr -d '\r' |
+               sed -n 's/^process_id://p')" = "$REDIS_PID" ]; then
+        REDIS_PORT="$port"
+        REDIS_URL="redis://127.0.0.1:$port"
+        return 0
+      fi
+      sleep 0.05
+    done
+    kill -KILL "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=""
+    [ -n "$fixed" ] && sleep 0.2  # the old server's port may not be free yet: try it again
+  done
+  echo "redis-server did not start" >&2
+  exit 1
+}
+
+# kill_redis: kills the Redis server with SIGKILL (a crash: no goodbye to the clients) and waits
+# until it is gone.
+kill_redis() {
+  kill -KILL "$REDIS_PID" 2>/dev/null || true
+  wait "$REDIS_PID" 2>/dev/null || true
+  REDIS_PID=""
+}
+
+# rcli ARGS...: redis-cli against the test's Redis, bounded.
+rcli() { timeout 5 redis-cli -p "$REDIS_PORT" "$@"; }
+
+# A test registered with E2E_REDIS=1 (CMakeLists.txt) runs its server with --redis against its
+# own Redis: the same checks then cover the Redis mode.
+SERVER_FLAGS=()
+if [ "${E2E_REDIS:-0}" = 1 ]; then
+  start_redis
+  SERVER_FLAGS=(--redis "$REDIS_URL")
+  echo "running against $REDIS_URL"
+fi
+
 # start_server [flags...]: starts the service in $WORK with the given extra flags; sets
 # SERVER_PID, PORT, BASE. The log goes to $WORK/server.log.
 start_server() {
   mkdir -p "$WORK/data" "$WORK/uploads"
   rm -f "$WORK/port"
-  "$BIN" --listen 127.0.0.1:0 --port-file "$WORK/port" --threads 2 \
+  "$BIN" --listen 127.0.0.1:0 --port-file "$WORK/port" --threads 2 "${SERVER_FLAGS[@]}" \
     --data-dir "$WORK/data" --upload-dir "$WORK/uploads" --log "$WORK/server.log" "$@" \
     >"$WORK/stdout.txt" 2>"$WORK/stderr.txt" &
   SERVER_PID=$!
@@ -89,7 +153,8 @@ start_instance() {
   shift
   local dir="$WORK/$name"
   mkdir -p "$dir/data" "$dir/uploads"
-  "$BIN" --listen 127.0.0.1:0 --port-file "$dir/port" --threads 1 --data-dir "$dir/data" \
+  "$BIN" --listen 127.0.0.1:0 --port-file "$dir/port" --threads 1 "${SERVER_FLAGS[@]}" \
+    --data-dir "$dir/data" \
     --upload-dir "$dir/uploads" --log "$dir/server.log" "$@" >"$dir/stdout.txt" 2>&1 &
   INSTANCE_PID=$!
   EXTRA_PIDS+=("$INSTANCE_PID")
@@ -101,6 +166,58 @@ start_instance() {
     sleep 0.05
   done
   echo "instance $name did not start" >&2
+  exit 1
+}
+
+# start_nginx PORT_A PORT_B: runs nginx (foreground master, killed by the cleanup) with
+# deploy/nginx.conf, its upstream pointed at the two instances, on a free loopback port; static
+# files from $WORK/static/. Sets NGINX (its base URL) and NGINX_PID.
+DEPLOY="$(cd "$(dirname "${BASH_SOURCE[0]}")/../deploy" && pwd)"
+start_nginx() {
+  local port_a="$1" port_b="$2" port
+  # nginx's workers run as another user unless root: they must be able to read the static files.
+  chmod 755 "$WORK"
+  mkdir -p "$WORK/static" "$WORK/nginx"
+  printf 'static file\n' >"$WORK/static/hello.txt"
+  chmod -R a+rX "$WORK/static"
+  for _ in $(seq 1 20); do
+    port=$((20000 + RANDOM % 20000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+    sed -e "s|127.0.0.1:8081|127.0.0.1:$port_a|" -e "s|127.0.0.1:8082|127.0.0.1:$port_b|" \
+        -e "s|listen 8080;|listen 127.0.0.1:$port;|" -e "s|/var/lib/sluice/data/|$WORK/static/|" \
+        "$DEPLOY/nginx.conf" >"$WORK/nginx/site.conf"
+    cat >"$WORK/nginx/nginx.conf" <<NGINX
+$( [ "$(id -u)" = 0 ] && echo "user root;" )
+daemon off;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  include $WORK/nginx/site.conf;
+}
+NGINX
+    nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>>"$WORK/nginx/start.log" &
+    NGINX_PID=$!
+    EXTRA_PIDS+=("$NGINX_PID")
+    for _ in $(seq 1 100); do
+      if curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$port/static/hello.txt"; then
+        NGINX="http://127.0.0.1:$port"
+        return 0
+      fi
+      kill -0 "$NGINX_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    kill "$NGINX_PID" 2>/dev/null || true
+  done
+  cat "$WORK/nginx/start.log" "$WORK/nginx/error.log" >&2 || true
+  echo "nginx did not start" >&2
   exit 1
 }
 

@@ -29,6 +29,12 @@ check_match "process_cpu_seconds_total" "$m" 'process_cpu_seconds_total [0-9.e+-
 check_match "process_open_fds" "$m" 'process_open_fds [0-9.e+]+'
 check_match "open connections gauge" "$m" 'http_open_connections [0-9]+'
 check_match "log drop counter" "$m" 'log_lines_dropped_total [0-9]+'
+if [ "${E2E_REDIS:-0}" = 1 ]; then
+  check_match "redis_up" "$m" 'redis_up 1'
+  check_match "redis commands counted" "$m" 'redis_commands_total\{result="ok"\} [1-9]'
+  check_match "redis outages counted" "$m" 'redis_outages_total 0'
+  check_match "seeded users counted" "$m" 'redis_users_seeded_total 1000'
+fi
 
 if command -v promtool >/dev/null; then
   if out="$(promtool check metrics <"$WORK/metrics.txt" 2>&1)"; then pass "promtool check metrics"

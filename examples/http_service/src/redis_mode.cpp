@@ -1,0 +1,370 @@
+// redis_mode.cpp: the Redis client and its keeper, the Redis user store, the Redis-backed
+// /api/data pages and the distributed rate limiter (see redis_mode.hpp).
+#include "redis_mode.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <future>
+#include <random>
+#include <thread>
+#include <tuple>
+#include <utility>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include <sluice/asio/error.hpp>
+#include <sluice/metrics/registry.hpp>
+#include <sluice/rate_limit.hpp>
+#include <sluice/redis/command.hpp>
+#include <sluice/redis/commands.hpp>
+#include <sluice/redis/connection.hpp>
+#include <sluice/redis/error.hpp>
+#include <sluice/redis/gcra_limiter.hpp>
+#include <sluice/redis/url.hpp>
+
+#include "metrics.hpp"
+#include "offloaded.hpp"
+
+namespace service {
+namespace {
+
+namespace net = boost::asio;
+namespace redis = sluice::redis;
+
+constexpr auto tok = net::as_tuple(net::use_awaitable);
+
+// ---- The client: the only lines that name its type ----------------------------------------------
+// One pipelined sluice::redis::connection, shared by every loop (commands from all loops are
+// batched on it) and reconnected by the keeper below with paced backoff.
+using redis_client = redis::connection;
+constexpr bool client_reconnects_itself = false;  // the keeper must call async_connect
+
+std::unique_ptr<redis_client> make_client(const net::any_io_executor& ex, const config& cfg) {
+  redis::connection_options o;
+  // A Redis on the same network connects in well under a millisecond; waiting longer only holds
+  // the keeper back from its next attempt.
+  o.connect_timeout = std::chrono::milliseconds(500);
+  o.command_timeout = cfg.redis_timeout;
+  return std::make_unique<redis_client>(ex, o);
+}
+// -------------------------------------------------------------------------------------------------
+
+// Fills users ARGV[1]..ARGV[2] that are missing (HSET only where the key is absent), in one
+// atomic step per chunk, then, on the last chunk, sets the marker KEYS[1] that the keeper's health
+// check looks for. Returns how many users it created.
+constexpr std::string_view kSeedScript = R"lua(
+local created = 0
+for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do
+  local key = 'user:' .. i
+  if redis.call('EXISTS', key) == 0 then
+    local name = 'user' .. i
+    redis.call('HSET', key, 'name', name, 'email', name .. '@example.com')
+    created = created + 1
+  end
+end
+if ARGV[3] == '1' then redis.call('SET', KEYS[1], '1') end
+return created
+)lua";
+// Users per seeding script: ~10 ms of Redis time, short enough not to stall other clients.
+constexpr int kSeedChunk = 10'000;
+// The keeper's health check period, and the backoff bounds between failed attempts.
+constexpr std::chrono::milliseconds kPingEvery{500};
+constexpr std::chrono::milliseconds kBackoffMin{50};
+constexpr std::chrono::milliseconds kBackoffMax{1000};
+
+}  // namespace
+
+struct redis_mode::impl {
+  app& a;
+  redis::endpoint ep;
+  std::string marker;  // set once users 1..--seed-users are in Redis
+  net::io_context ioc{1};
+  std::unique_ptr<redis_client> client;
+  net::steady_timer pause{ioc};  // the keeper's sleeps; cancelled at shutdown
+  std::unique_ptr<redis::gcra_limiter> limiter;
+  std::thread thread;
+
+  // Relaxed atomics below: each is a flag or a counter read on its own; none publishes data.
+  std::atomic<bool> up{false};
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> keeper_done{false};
+  std::atomic<std::uint64_t> outages{0};
+  std::atomic<std::uint64_t> commands_ok{0};
+  std::atomic<std::uint64_t> commands_failed{0};
+  std::atomic<std::uint64_t> seeded{0};
+
+  std::promise<void> first_up;  // set once by the keeper (its thread only)
+  bool first_up_set = false;
+  sluice::metrics::collector_registration collectors;
+
+  impl(app& ap, redis::endpoint e)
+      : a(ap), ep(std::move(e)), marker("sluice:users-seeded:" + std::to_string(a.cfg.seed_users)) {
+    client = make_client(ioc.get_executor(), a.cfg);
+  }
+
+  // Runs one command with the --redis-timeout-ms deadline; resumes on the caller's executor.
+  net::awaitable<std::tuple<boost::system::error_code, redis::reply>> exec(redis::command c) {
+    auto result = co_await client->async_exec(std::move(c), a.cfg.redis_timeout, tok);
+    const auto o = redis::classify(std::get<0>(result), std::get<1>(result));
+    (o == redis::outcome::success || o == redis::outcome::rejected ? commands_ok : commands_failed)
+        .fetch_add(1, std::memory_order_relaxed);
+    co_return result;
+  }
+
+  void mark_down(std::string_view why) {
+    if (up.exchange(false, std::memory_order_relaxed)) {
+      outages.fetch_add(1, std::memory_order_relaxed);
+      SPDLOG_LOGGER_WARN(a.log, "\"msg\":\"redis down\",\"error\":\"{}\"", why);
+    }
+  }
+
+  net::awaitable<void> sleep(std::chrono::milliseconds d) {
+    pause.expires_after(d);
+    co_await pause.async_wait(tok);
+  }
+
+  // Seeds the missing users; false if Redis failed half way (the keeper tries again later).
+  net::awaitable<bool> seed() {
+    std::uint64_t created = 0;
+    const int n = a.cfg.seed_users;
+    for (int from = 1; from <= std::max(n, 1); from += kSeedChunk) {
+      const int to = std::min(n, from + kSeedChunk - 1);
+      const std::string lo = std::to_string(from);
+      const std::string hi = std::to_string(to);
+      const std::string_view last = to >= n ? "1" : "0";
+      redis::command c{"EVAL", kSeedScript, "1", marker, lo, hi, last};
+      auto [ec, r] = co_await client->async_exec(std::move(c), std::chrono::seconds(5), tok);
+      if (ec || !r.is_integer()) {
+        SPDLOG_LOGGER_WARN(a.log, "\"msg\":\"redis seeding failed\",\"error\":\"{}\"",
+                           ec ? ec.message() : r.str());
+        co_return false;
+      }
+      created += static_cast<std::uint64_t>(r.as_integer());
+    }
+    seeded.fetch_add(created, std::memory_order_relaxed);
+    SPDLOG_LOGGER_INFO(a.log, "\"msg\":\"redis up\",\"users_seeded\":{}", created);
+    co_return true;
+  }
+
+  // Keeps the client usable and the data in place. Every kPingEvery: (re)connect if needed (with
+  // jittered exponential backoff), then check the seeding marker: a failure marks Redis down; a
+  // missing marker (first start, or a Redis that restarted empty, however briefly it was gone)
+  // seeds the users again before Redis is marked up.
+  net::awaitable<void> keep() {
+    std::chrono::milliseconds backoff = kBackoffMin;
+    std::minstd_rand rng(std::random_device{}());
+    auto back_off = [&backoff, &rng] {
+      // Jitter over [backoff/2, backoff]: instances restarted together spread their retries.
+      std::uniform_int_distribution<std::int64_t> half(0, backoff.count() / 2);
+      const auto d = backoff / 2 + std::chrono::milliseconds(half(rng));
+      backoff = std::min(backoff * 2, kBackoffMax);
+      return d;
+    };
+    while (!stopping.load(std::memory_order_relaxed)) {
+      if constexpr (!client_reconnects_itself) {
+        if (!client->is_connected()) {
+          mark_down("connection lost");
+          auto [ec] = co_await client->async_connect(ep, tok);
+          if (ec) {
+            mark_down("connect: " + ec.message());
+            co_await sleep(back_off());
+            continue;
+          }
+        }
+      }
+      redis::command check{"EXISTS", marker};
+      auto [ec, r] = co_await client->async_exec(std::move(check), a.cfg.redis_timeout, tok);
+      if (ec || !r.is_integer()) {
+        mark_down(ec ? "health check: " + ec.message() : "health check: " + r.str());
+        if constexpr (!client_reconnects_itself) {
+          // A server that stalls keeps the socket open: drop it and connect again.
+          if (ec == sluice::asio::error::deadline_exceeded) client->close();
+        }
+        co_await sleep(back_off());
+        continue;
+      }
+      backoff = kBackoffMin;
+      if (r.as_integer() == 0 || !up.load(std::memory_order_relaxed)) {
+        if (!co_await seed()) {
+          mark_down("seeding failed");
+          co_await sleep(back_off());
+          continue;
+        }
+        up.store(true, std::memory_order_relaxed);
+        if (!first_up_set) {
+          first_up_set = true;
+          first_up.set_value();
+        }
+      }
+      co_await sleep(kPingEvery);
+    }
+    keeper_done.store(true, std::memory_order_release);
+  }
+
+  void collect(sluice::metrics::sample_sink& sink) const {
+    sink.gauge("redis_up", "1 while the last PING to Redis was answered, else 0.",
+               up.load(std::memory_order_relaxed) ? 1.0 : 0.0);
+    sink.counter("redis_outages_total", "Times Redis went from answering to not answering.",
+                 static_cast<double>(outages.load(std::memory_order_relaxed)));
+    sink.counter("redis_commands_total", "Redis commands by outcome.",
+                 static_cast<double>(commands_ok.load(std::memory_order_relaxed)),
+                 {{"result", "ok"}});
+    sink.counter("redis_commands_total", "Redis commands by outcome.",
+                 static_cast<double>(commands_failed.load(std::memory_order_relaxed)),
+                 {{"result", "failed"}});
+    sink.counter("redis_users_seeded_total", "Users created in Redis by start-up seeding.",
+                 static_cast<double>(seeded.load(std::memory_order_relaxed)));
+  }
+};
+
+namespace {
+
+// Hashes `user:<id>` through the shared client.
+class redis_store final : public user_store {
+ public:
+  explicit redis_store(redis_mode::impl& r) : r_(r) {}
+
+  absl::StatusOr<std::optional<user>> get(std::int64_t) override {
+    return absl::UnimplementedError("the Redis store is asynchronous: use async_get");
+  }
+
+  net::awaitable<absl::StatusOr<std::optional<user>>> async_get(std::int64_t id) override {
+    redis::command c{"HGETALL", "user:" + std::to_string(id)};
+    auto [ec, r] = co_await r_.exec(std::move(c));
+    if (absl::Status s = redis::to_status(ec, r); !s.ok()) co_return s;
+    if (!r.is_array() || r.elements().size() % 2 != 0) {
+      co_return absl::DataLossError("user:" + std::to_string(id) + " is not a hash");
+    }
+    if (r.elements().empty()) co_return std::optional<user>();
+    user u;
+    u.id = id;
+    const auto& e = r.elements();
+    for (std::size_t i = 0; i + 1 < e.size(); i += 2) {
+      if (e[i].str() == "name") u.name = e[i + 1].str();
+      if (e[i].str() == "email") u.email = e[i + 1].str();
+    }
+    co_return std::optional<user>(std::move(u));
+  }
+
+  absl::Status ping() override {
+    if (r_.up.load(std::memory_order_relaxed)) return absl::OkStatus();
+    return absl::UnavailableError("redis unreachable");
+  }
+
+  std::string_view kind() const override { return "redis"; }
+  bool synchronous() const override { return false; }
+
+ private:
+  redis_mode::impl& r_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<redis_mode>> redis_mode::create(app& a,
+                                                               std::chrono::milliseconds wait) {
+  absl::StatusOr<redis::endpoint> ep = redis::parse_url(a.cfg.redis_url);
+  if (!ep.ok()) return ep.status();
+  auto p = std::make_unique<impl>(a, std::move(*ep));
+  if (a.cfg.rate_limit > 0) {
+    redis::gcra_limiter_options o;
+    o.limits.rate = a.cfg.rate_limit;
+    o.limits.burst = a.cfg.rate_burst;
+    // Fail open to a per-instance limit: an outage of the shared store must not take the
+    // service down, and each instance still bounds a client.
+    o.when_unreachable = redis::gcra_limiter_options::unreachable::local;
+    auto limiter = redis::gcra_limiter::create(*p->client, std::move(o));
+    if (!limiter.ok()) return limiter.status();
+    p->limiter = std::move(*limiter);
+  }
+  impl* raw = p.get();
+  p->collectors = a.metrics->registry().add_collector(
+      [raw](sluice::metrics::sample_sink& sink) { raw->collect(sink); });
+  std::future<void> first = p->first_up.get_future();
+  net::co_spawn(p->ioc, p->keep(), net::detached);
+  p->thread = std::thread([raw] { raw->ioc.run(); });
+  if (first.wait_for(wait) != std::future_status::ready) {
+    SPDLOG_LOGGER_WARN(a.log,
+                       "\"msg\":\"redis not reachable at start-up, retrying in the "
+                       "background\",\"url_host\":\"{}\"",
+                       raw->ep.host);
+  }
+  return std::unique_ptr<redis_mode>(new redis_mode(std::move(p)));
+}
+
+redis_mode::redis_mode(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+
+redis_mode::~redis_mode() {
+  impl* p = impl_.get();
+  p->collectors.reset();
+  net::post(p->ioc, [p] {
+    p->stopping.store(true, std::memory_order_relaxed);
+    p->pause.cancel();
+    p->client->close();
+  });
+  // The keeper ends at its next step (a connect or PING is bounded by its timeout); then nothing
+  // is left to run. Bounded anyway: a stuck operation must not hold the process at exit.
+  for (int i = 0; i < 200 && !p->keeper_done.load(std::memory_order_acquire); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  p->ioc.stop();
+  if (p->thread.joinable()) p->thread.join();
+}
+
+std::unique_ptr<user_store> redis_mode::make_user_store() {
+  return std::make_unique<redis_store>(*impl_);
+}
+
+bool redis_mode::up() const { return impl_->up.load(std::memory_order_relaxed); }
+
+net::awaitable<body_ptr> redis_mode::load_page(std::int64_t page, page_builder build,
+                                               page_origin& origin) {
+  const std::string key = "sluice:page:" + std::to_string(page);
+  redis::command get{"GET", key};
+  auto [ec, r] = co_await impl_->exec(std::move(get));
+  if (!ec && r.is_string()) {
+    origin = page_origin::redis;
+    co_return std::make_shared<const std::string>(std::move(r).str());
+  }
+  auto body = std::make_shared<const std::string>(build(page));
+  if (ec || !r.is_nil()) {
+    origin = page_origin::uncached;  // Redis cannot answer: serve the page, cache nothing
+    co_return body;
+  }
+  redis::set_options o;
+  o.ttl = impl_->a.cfg.cache_ttl;  // EX when whole seconds (60 s by default), else PX
+  redis::command set = redis::make_set(key, *body, o);
+  auto [set_ec, set_r] = co_await impl_->exec(std::move(set));
+  origin = !set_ec && set_r.is_status("OK") ? page_origin::built : page_origin::uncached;
+  co_return body;
+}
+
+bool redis_mode::limits_requests() const { return impl_->limiter != nullptr; }
+
+net::awaitable<bool> redis_mode::admit(std::string_view client, response& res) {
+  primitives& p = *impl_->a.prims;
+  sluice::rate_limit_result r;
+  if (impl_->up.load(std::memory_order_relaxed)) {
+    auto [ec, decided] = co_await impl_->limiter->async_acquire(client, 1, tok);
+    // An error here is a script failure (the key holds another type): decide locally.
+    r = ec ? impl_->limiter->acquire_local(client, 1) : decided;
+  } else {
+    // Known down: no round trip to a server that is not there.
+    r = impl_->limiter->acquire_local(client, 1);
+  }
+  if (r) {
+    p.limit_allowed->inc();
+    co_return true;
+  }
+  p.limit_limited->inc();
+  reject_rate_limited(r, res);
+  co_return false;
+}
+
+}  // namespace service
