@@ -137,8 +137,8 @@ TEST_CASE("redis_l2_cache: a Redis hit fills the local copy; a local hit sends n
     CHECK_FALSE(ec0);
     CHECK_FALSE(miss.has_value());
 
-    co_await exec(conn, redis::command{"SET", prefix + "k", std::string("v\0binary", 8), "PX",
-                                       "60000"});
+    co_await exec(conn,
+                  redis::command{"SET", prefix + "k", std::string("v\0binary", 8), "PX", "60000"});
     auto [ec1, r1] = co_await cache.async_get("k", tuple);
     REQUIRE_FALSE(ec1);
     REQUIRE(r1.has_value());

@@ -1,4 +1,6 @@
+// clang-format off: the header under test comes first (it must compile on its own).
 #include "sluice/redis/l2_cache.hpp"
+// clang-format on
 
 #include <atomic>
 #include <chrono>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -500,4 +503,49 @@ TEST_CASE("redis_l2_cache: invalid options are rejected; an instance id is gener
   CHECK((*ok)->instance_id().size() == 16);
   auto other = l2::create(fake, test_options(), {}, clock);
   CHECK((*other)->instance_id() != (*ok)->instance_id());
+}
+
+TEST_CASE("redis_l2_cache: handlers run on their executor, never inside the initiating function",
+          "[redis_l2_cache]") {
+  net::io_context io;
+  fake_redis fake(io.get_executor());
+  manual_clock clock;
+  auto c = l2::create(fake, test_options(), {}, clock);
+  REQUIRE(c.ok());
+  l2& cache = **c;
+  bool put_done = false;
+  cache.async_put("k", "v", [&](boost::system::error_code ec) {
+    CHECK_FALSE(ec);
+    put_done = true;
+  });
+  CHECK_FALSE(put_done);
+  io.run();
+  CHECK(put_done);
+
+  // A local hit too completes through a post, not inline.
+  io.restart();
+  std::optional<redis::l2_result<std::string>> got;
+  cache.async_get("k", [&](boost::system::error_code,
+                           std::optional<redis::l2_result<std::string>> r) { got = std::move(r); });
+  CHECK_FALSE(got.has_value());
+  CHECK(io.run() == 1);  // exactly the posted completion
+  REQUIRE(got.has_value());
+  CHECK(got->source == redis::l2_source::local);
+
+  // A second executor: the completion of a miss runs there.
+  io.restart();
+  net::io_context other;
+  bool on_other = false;
+  cache.async_get_or_load(
+      "m", [](const std::string&) { return constant("x"); },
+      net::bind_executor(other.get_executor(),
+                         [&](boost::system::error_code ec, redis::l2_result<std::string> r) {
+                           CHECK_FALSE(ec);
+                           CHECK(r.value == "x");
+                           on_other = other.get_executor().running_in_this_thread();
+                         }));
+  io.run();
+  CHECK_FALSE(on_other);
+  other.run();
+  CHECK(on_other);
 }

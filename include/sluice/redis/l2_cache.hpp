@@ -5,14 +5,15 @@
 // A read is answered by the local copy when it is fresh, else by Redis (which then fills the local
 // copy), else by your loader (whose value is written to both levels).
 //
-//   async_get(key)                  local -> Redis -> "not found" (std::nullopt)
+//   async_get(key)                  local -> Redis -> "not found" (std::nullopt); each local
+//                                   miss is its own Redis lookup (no single flight)
 //   async_get_or_load(key, loader)  local -> Redis -> loader, single flight per key: concurrent
 //                                   misses of one key in this process cause ONE Redis lookup and
 //                                   at most ONE load; the other callers wait for its result
 //   async_put(key, value)           SET in Redis (with its TTL), then the local copy, then PUBLISH
 //   async_erase(key)                the local copy, DEL in Redis, then PUBLISH
 //
-// Times to live: Redis keeps a value `redis_ttl` (SET ... PX). A local copy lives `local_ttl`, but
+// Times to live: Redis keeps a value `redis_ttl` (SET ... EX/PX). A local copy lives `local_ttl`, but
 // never longer than the Redis copy it was read from had left (the lookup reads GET and PTTL in one
 // script), so an instance never serves a value Redis has already dropped. An expired local copy is
 // kept `max_stale` longer for one purpose only: to be served, marked stale, while Redis is down.
@@ -58,12 +59,16 @@
 // not cached (neither level); another error falls back to a stale copy, else is returned as its
 // error_code. A loader that throws counts as absl::InternalError. After a successful load the
 // value is SET in Redis before the callers complete (one SET per flight), so when
-// async_get_or_load completes, other instances can read the value.
+// async_get_or_load completes, other instances can read the value. Single flight is per process:
+// instances that miss the same key at the same moment each load it once (the last SET wins).
 //
-// Errors: `unavailable` (Redis down or breaker open and no local copy), the client's error for a
-// timeout or cancellation, the status of a Redis error reply (sluice::redis::to_status), the
+// Errors: `unavailable` (Redis failed -- connection lost, command timeout, LOADING -- or the
+// breaker is open, and there is no local copy), the client's error when the client cancelled the
+// command (e.g. it was closed), the status of a Redis error reply (sluice::redis::to_status), the
 // loader's status. async_put failing leaves Redis unchanged as far as the caller knows; it erases
 // the local copy, so this instance does not keep serving a value it was told is outdated.
+// async_erase erases the local copy even when Redis fails (and reports the failure); other
+// instances then keep theirs until their local TTL passes.
 // Cancellation: none per operation; every Redis command is bounded by `command_timeout`, bound the
 // loader with its own timeout.
 //
@@ -82,7 +87,7 @@
 //   auto [ec, r] = co_await (*l2)->async_get_or_load(
 //       "user:42", [&](const std::string& k) { return db.async_find_user(k); },
 //       as_tuple(use_awaitable));
-//   if (!ec) respond(r.value, r.source == sluice::redis::l2_source::stale ? "STALE" : "HIT");
+//   if (!ec) respond(r.value, r.stale() ? "STALE" : r.hit() ? "HIT" : "MISS");  // X-Cache
 #pragma once
 
 #include <algorithm>
@@ -94,6 +99,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -169,7 +175,9 @@ constexpr const char* to_string(l2_source s) noexcept {
 // A value and where it came from.
 template <class Value>
 struct l2_result {
+  // The value (default-constructed when the operation failed).
   Value value{};
+  // Where it came from.
   l2_source source = l2_source::local;
 
   // Returns whether the value is a stale local copy.
@@ -222,8 +230,10 @@ struct l2_cache_options {
 
   // Returns InvalidArgument naming the first invalid field, else OK.
   [[nodiscard]] absl::Status validate() const {
-    if (redis_ttl.count() <= 0) return absl::InvalidArgumentError("l2_cache: redis_ttl must be > 0");
-    if (local_ttl.count() <= 0) return absl::InvalidArgumentError("l2_cache: local_ttl must be > 0");
+    if (redis_ttl.count() <= 0)
+      return absl::InvalidArgumentError("l2_cache: redis_ttl must be > 0");
+    if (local_ttl.count() <= 0)
+      return absl::InvalidArgumentError("l2_cache: local_ttl must be > 0");
     if (max_stale.count() < 0) {
       return absl::InvalidArgumentError("l2_cache: max_stale must not be negative");
     }
@@ -308,12 +318,11 @@ class l2_cache {
             return;
           }
           waiter<get_signature> w = self->make_waiter<get_signature>(std::move(handler));
-          boost::asio::co_spawn(
-              self->ex_, self->run_get(std::move(k)),
-              [w = std::move(w)](std::exception_ptr e, get_outcome out) mutable {
-                if (e) out = get_outcome{internal_error(), std::nullopt};
-                w.complete(out.first, std::move(out.second));
-              });
+          boost::asio::co_spawn(self->ex_, self->run_get(std::move(k)),
+                                [w = std::move(w)](std::exception_ptr e, get_outcome out) mutable {
+                                  if (e) out = get_outcome{internal_error(), std::nullopt};
+                                  w.complete(out.first, std::move(out.second));
+                                });
         },
         token, this, std::move(key));
   }
@@ -538,20 +547,20 @@ class l2_cache {
   template <class Handler, class... Args>
   void deliver(Handler&& handler, Args&&... args) {
     executor_type ex = boost::asio::get_associated_executor(handler, ex_);
-    boost::asio::post(ex, [h = std::move(handler),
-                           tup = std::make_tuple(std::forward<Args>(args)...)]() mutable {
-      std::apply([&h](auto&&... a) { std::move(h)(std::move(a)...); }, std::move(tup));
-    });
+    boost::asio::post(
+        ex, [h = std::move(handler), tup = std::make_tuple(std::forward<Args>(args)...)]() mutable {
+          std::apply([&h](auto&&... a) { std::move(h)(std::move(a)...); }, std::move(tup));
+        });
   }
 
   template <class Handler>
   void spawn_status(Handler&& handler, boost::asio::awaitable<boost::system::error_code> body) {
     waiter<status_signature> w = make_waiter<status_signature>(std::move(handler));
-    boost::asio::co_spawn(ex_, std::move(body),
-                          [w = std::move(w)](std::exception_ptr e,
-                                             boost::system::error_code ec) mutable {
-                            w.complete(e ? internal_error() : ec);
-                          });
+    boost::asio::co_spawn(
+        ex_, std::move(body),
+        [w = std::move(w)](std::exception_ptr e, boost::system::error_code ec) mutable {
+          w.complete(e ? internal_error() : ec);
+        });
   }
 
   std::chrono::milliseconds write_ttl() const noexcept {
@@ -577,12 +586,11 @@ class l2_cache {
       co_return out;
     }
     auto [ec, r] = co_await client_.async_exec(std::move(cmd), opts_.command_timeout,
-                                                boost::asio::as_tuple(boost::asio::use_awaitable));
+                                               boost::asio::as_tuple(boost::asio::use_awaitable));
     co_return judge(*permit, ec, std::move(r));
   }
 
-  call_result judge(typename breaker_type::permit& permit, boost::system::error_code ec,
-                    reply r) {
+  call_result judge(typename breaker_type::permit& permit, boost::system::error_code ec, reply r) {
     call_result out;
     switch (classify(ec, r)) {
       case outcome::success:
@@ -632,12 +640,13 @@ class l2_cache {
     }
     command evalsha{"EVALSHA", lua.sha1(), "1", rk};
     auto [ec, r] = co_await client_.async_exec(std::move(evalsha), opts_.command_timeout,
-                                                boost::asio::as_tuple(boost::asio::use_awaitable));
+                                               boost::asio::as_tuple(boost::asio::use_awaitable));
     if (!ec && r.is_error() && r.error_prefix() == "NOSCRIPT") {
       // EVAL runs the script and caches it on the server: the next EVALSHA succeeds.
       command eval{"EVAL", lua.source(), "1", rk};
-      auto [ec2, r2] = co_await client_.async_exec(
-          std::move(eval), opts_.command_timeout, boost::asio::as_tuple(boost::asio::use_awaitable));
+      auto [ec2, r2] =
+          co_await client_.async_exec(std::move(eval), opts_.command_timeout,
+                                      boost::asio::as_tuple(boost::asio::use_awaitable));
       ec = ec2;
       r = std::move(r2);
     }
@@ -737,7 +746,8 @@ class l2_cache {
     local_.put(key, *loaded, write_ttl());
     if (!down) {
       // The callers get the value even when the SET fails (counted in redis_errors).
-      (void)co_await call(make_set(redis_key(key), codec_.encode(*loaded), {.ttl = opts_.redis_ttl}));
+      (void)co_await call(
+          make_set(redis_key(key), codec_.encode(*loaded), {.ttl = opts_.redis_ttl}));
     }
     co_return load_outcome{{}, result_type{*std::move(loaded), l2_source::loaded}};
   }
