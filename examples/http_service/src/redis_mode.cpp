@@ -279,6 +279,10 @@ absl::StatusOr<std::unique_ptr<redis_mode>> redis_mode::create(app& a,
     // Fail open to a per-instance limit: an outage of the shared store must not take the
     // service down, and each instance still bounds a client.
     o.when_unreachable = redis::gcra_limiter_options::unreachable::local;
+    // A key's state (its theoretical arrival time) only means something under the quota that
+    // wrote it: instances with another --rate-limit/--rate-burst keep their own keys.
+    o.key_prefix = "sluice:rl:" + std::to_string(o.limits.rate) + ":" +
+                   std::to_string(o.limits.burst) + ":";
     auto limiter = redis::gcra_limiter::create(*p->client, std::move(o));
     if (!limiter.ok()) return limiter.status();
     p->limiter = std::move(*limiter);
