@@ -317,6 +317,40 @@ TEST_CASE("redis_l2_cache: server killed: stale copies served, breaker opens, re
   });
 }
 
+TEST_CASE("redis_l2_cache: a stalled server times the lookup out and the stale copy is served",
+          "[redis_l2_cache][integration]") {
+  sluice_test::redis_server server;
+  net::io_context io;
+  run_bounded(io, [&]() -> awaitable<void> {
+    redis::connection conn(io);
+    co_await connect(conn, server.endpoint());
+    counting_client client(conn);
+    manual_clock clock;
+    auto opts = options_for(unique_prefix("stall"));
+    opts.command_timeout = 100ms;
+    auto c = counted_l2::create(client, opts, {}, clock);
+    REQUIRE(c.ok());
+    counted_l2& cache = **c;
+    auto [ec0] = co_await cache.async_put("k", "kept", tuple);
+    REQUIRE_FALSE(ec0);
+    clock.advance(15s);  // the local copy is stale
+
+    // DEBUG SLEEP first on the same connection: the lookup queued behind it cannot be answered
+    // within its 100 ms.
+    bool slept = false;
+    conn.async_exec(redis::command{"DEBUG", "SLEEP", "0.5"}, 5000ms,
+                    [&](boost::system::error_code, redis::reply) { slept = true; });
+    auto [ec1, r1] = co_await cache.async_get("k", tuple);
+    CHECK_FALSE(ec1);
+    REQUIRE(r1.has_value());
+    CHECK(r1->source == redis::l2_source::stale);
+    CHECK(r1->value == "kept");
+    CHECK(cache.stats().redis_errors == 1);
+    CHECK_FALSE(slept);
+    CHECK(co_await eventually([&] { return slept; }));
+  });
+}
+
 TEST_CASE("redis_l2_cache: pub/sub invalidation between two instances",
           "[redis_l2_cache][integration]") {
   net::io_context io;

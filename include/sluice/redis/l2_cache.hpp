@@ -398,7 +398,9 @@ class l2_cache {
 
   // Receives messages on `sub` and applies the invalidations of other instances, until the
   // subscriber fails or is closed (`sub.close()` stops it): completes with that error. Call
-  // async_subscribe_invalidations first. `sub` must outlive the operation.
+  // async_subscribe_invalidations first. `sub` must outlive the operation. To survive a lost
+  // connection, loop: `sub.async_connect` (which subscribes again to the channel), then
+  // `local().clear()` (messages published meanwhile are lost), then async_listen again.
   // Completion: void(error_code).
   template <class CompletionToken>
   auto async_listen(subscriber& sub, CompletionToken&& token) {
