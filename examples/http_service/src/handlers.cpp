@@ -175,30 +175,23 @@ void api_data(app& a, const request& req, response& res) {
   cached_body(res, *body, loaded ? "MISS" : "HIT");
 }
 
-// GET /api/data?page=N in Redis mode: the seed's Redis cache middleware done right. The page is
-// read from Redis; on a miss it is built once per instance (concurrent misses on a page join one
-// load through the in-process cache's single flight) and SET with EX = the TTL, so an expiring
-// hot page cannot stampede. When Redis cannot answer, the page is built and served uncached.
+// GET /api/data?page=N in Redis mode: the seed's Redis cache middleware done right, on
+// sluice::redis::l2_cache: a local copy (<= 1 s), else Redis, else the page is built once per
+// instance however many requests miss at once (single flight) and SET with EX = the TTL.
 boost::asio::awaitable<void> api_data_async(app& a, const request& req, response& res) {
   std::int64_t page = 0;
   if (!parse_page(req, page)) {
     res.error(400, "page must be an integer in [0, 1000000]");
     co_return;
   }
-  bool loaded = false;
-  page_origin origin = page_origin::redis;
-  absl::StatusOr<body_ptr> body = co_await sluice::asio::get_or_load(
-      a.prims->pages, page, [&a, &loaded, &origin](std::int64_t pg) {
-        loaded = true;
-        return a.redis->load_page(pg, build_page, origin);
-      });
+  const char* x_cache = "MISS";
+  absl::StatusOr<body_ptr> body = co_await a.redis->get_page(page, build_page, x_cache);
   if (!body.ok()) {
-    res.error(500, "cannot build page");
+    res.set("Retry-After", "1");
+    res.error(503, "page cache unavailable");
     co_return;
   }
-  // Served, but not kept: the next request asks Redis again.
-  if (loaded && origin == page_origin::uncached) a.prims->pages.erase(page);
-  cached_body(res, *body, loaded && origin != page_origin::redis ? "MISS" : "HIT");
+  cached_body(res, *body, x_cache);
 }
 
 // POST /compute {"value":N}: sum of sin(i)*cos(i) over [0, N*10000). Runs on the offload

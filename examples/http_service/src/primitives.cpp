@@ -2,7 +2,6 @@
 // and the offload glue (see primitives.hpp and offloaded.hpp).
 #include "primitives.hpp"
 
-#include <algorithm>
 #include <cerrno>
 #include <exception>
 
@@ -33,16 +32,11 @@ sluice::cache_options users_cache_options(const config& c) {
   return o;
 }
 
-constexpr std::chrono::milliseconds kRedisPageL1{1000};
-
 sluice::cache_options pages_cache_options(const config& c) {
   sluice::cache_options o;
   // A page is ~5 KB: 1000 pages bound the cache near 5 MB, inside the service's memory budget.
   o.max_entries = 1'000;
   o.expire_after_write = c.cache_ttl;
-  // With Redis the pages live there for the TTL; this cache is then an L1 in front of it that
-  // keeps a hot page off the network for at most a second (and single-flights its loads).
-  if (!c.redis_url.empty()) o.expire_after_write = std::min(c.cache_ttl, kRedisPageL1);
   return o;
 }
 

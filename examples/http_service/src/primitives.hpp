@@ -33,7 +33,7 @@ struct primitives {
 
   sluice::cache<std::int64_t, body_ptr> users;  // 10000 entries, TTL, stale window
   sluice::circuit_breaker<> users_breaker;      // around every user store read
-  sluice::cache<std::int64_t, body_ptr> pages;  // /api/data pages, single-flight loads
+  sluice::cache<std::int64_t, body_ptr> pages;  // /api/data (embedded mode), single flight
   std::unique_ptr<sluice::keyed_limiter<std::string>> limiter;  // null: limiting off
   sluice::offload_executor cpu;                                 // /compute, gzip of large bodies
   sluice::offload_executor files;                               // blocking file reads and writes

@@ -27,6 +27,7 @@
 #include <sluice/redis/connection.hpp>
 #include <sluice/redis/error.hpp>
 #include <sluice/redis/gcra_limiter.hpp>
+#include <sluice/redis/l2_cache.hpp>
 #include <sluice/redis/url.hpp>
 
 #include "metrics.hpp"
@@ -79,6 +80,46 @@ constexpr std::chrono::milliseconds kPingEvery{500};
 constexpr std::chrono::milliseconds kBackoffMin{50};
 constexpr std::chrono::milliseconds kBackoffMax{1000};
 
+// Stores a page's JSON as is; the value in the process is shared, not copied.
+struct page_codec {
+  // Returns the bytes to store.
+  std::string encode(const body_ptr& page) const { return *page; }
+  // Returns the page the bytes stand for (never fails).
+  absl::StatusOr<body_ptr> decode(std::string_view bytes) const {
+    return std::make_shared<const std::string>(bytes);
+  }
+};
+
+using page_cache = redis::l2_cache<body_ptr, redis_client, page_codec>;
+
+net::awaitable<absl::StatusOr<body_ptr>> build_page_async(redis_mode::page_builder build,
+                                                          std::int64_t page) {
+  co_return std::make_shared<const std::string>(build(page));
+}
+
+redis::l2_cache_options page_cache_options(const config& cfg) {
+  redis::l2_cache_options o;
+  o.key_prefix = "sluice:page:";
+  o.redis_ttl = cfg.cache_ttl;  // the contract's 60 s by default
+  // A hot page stays off the network for at most a second (and never past its Redis TTL).
+  o.local_ttl = std::min(cfg.cache_ttl, std::chrono::milliseconds(1000));
+  o.max_stale = cfg.stale_for;
+  // 1000 pages of ~5 KB: ~5 MB at most in the process, as in the embedded mode.
+  o.max_local_entries = 1000;
+  o.command_timeout = cfg.redis_timeout;
+  // The page can always be built: an outage of the cache tier must not fail /api/data.
+  o.load_when_unavailable = true;
+  // The same pacing as the user store's breaker: Redis is used again soon after it returns.
+  o.breaker.window.window_size = 20;
+  o.breaker.minimum_calls = 10;
+  o.breaker.failure_rate_threshold = 0.5;
+  o.breaker.half_open_probes = 3;
+  o.breaker.open_duration = cfg.breaker_open;
+  o.breaker.max_open_duration = cfg.breaker_open * 8;
+  o.breaker.reset_open_duration_after = cfg.breaker_open * 4;
+  return o;
+}
+
 }  // namespace
 
 struct redis_mode::impl {
@@ -89,6 +130,7 @@ struct redis_mode::impl {
   std::unique_ptr<redis_client> client;
   net::steady_timer pause{ioc};  // the keeper's sleeps; cancelled at shutdown
   std::unique_ptr<redis::gcra_limiter> limiter;
+  std::unique_ptr<page_cache> pages;  // /api/data: local level + Redis
   std::thread thread;
 
   // Relaxed atomics below: each is a flag or a counter read on its own; none publishes data.
@@ -221,6 +263,21 @@ struct redis_mode::impl {
                  {{"result", "failed"}});
     sink.counter("redis_users_seeded_total", "Users created in Redis by start-up seeding.",
                  static_cast<double>(seeded.load(std::memory_order_relaxed)));
+    const redis::l2_cache_stats st = pages->stats();
+    const std::pair<const char*, std::uint64_t> l2[] = {
+        {"local_hit", st.local_hits},
+        {"redis_hit", st.redis_hits},
+        {"miss", st.misses},
+        {"stale", st.stale_served},
+        {"redis_error", st.redis_errors},
+        {"breaker_rejected", st.breaker_rejections}};
+    for (auto [result, n] : l2) {
+      sink.counter("page_cache_lookups_total",
+                   "/api/data lookups in the two-level page cache (local, then Redis) by result.",
+                   static_cast<double>(n), {{"result", result}});
+    }
+    sink.counter("page_cache_loads_total", "Pages built on a miss (one per flight).",
+                 static_cast<double>(st.loads));
   }
 };
 
@@ -281,12 +338,15 @@ absl::StatusOr<std::unique_ptr<redis_mode>> redis_mode::create(app& a,
     o.when_unreachable = redis::gcra_limiter_options::unreachable::local;
     // A key's state (its theoretical arrival time) only means something under the quota that
     // wrote it: instances with another --rate-limit/--rate-burst keep their own keys.
-    o.key_prefix = "sluice:rl:" + std::to_string(o.limits.rate) + ":" +
-                   std::to_string(o.limits.burst) + ":";
+    o.key_prefix =
+        "sluice:rl:" + std::to_string(o.limits.rate) + ":" + std::to_string(o.limits.burst) + ":";
     auto limiter = redis::gcra_limiter::create(*p->client, std::move(o));
     if (!limiter.ok()) return limiter.status();
     p->limiter = std::move(*limiter);
   }
+  auto pages = page_cache::create(*p->client, page_cache_options(a.cfg));
+  if (!pages.ok()) return pages.status();
+  p->pages = std::move(*pages);
   impl* raw = p.get();
   p->collectors = a.metrics->registry().add_collector(
       [raw](sluice::metrics::sample_sink& sink) { raw->collect(sink); });
@@ -327,26 +387,14 @@ std::unique_ptr<user_store> redis_mode::make_user_store() {
 
 bool redis_mode::up() const { return impl_->up.load(std::memory_order_relaxed); }
 
-net::awaitable<body_ptr> redis_mode::load_page(std::int64_t page, page_builder build,
-                                               page_origin& origin) {
-  const std::string key = "sluice:page:" + std::to_string(page);
-  redis::command get{"GET", key};
-  auto [ec, r] = co_await impl_->exec(std::move(get));
-  if (!ec && r.is_string()) {
-    origin = page_origin::redis;
-    co_return std::make_shared<const std::string>(std::move(r).str());
-  }
-  auto body = std::make_shared<const std::string>(build(page));
-  if (ec || !r.is_nil()) {
-    origin = page_origin::uncached;  // Redis cannot answer: serve the page, cache nothing
-    co_return body;
-  }
-  redis::set_options o;
-  o.ttl = impl_->a.cfg.cache_ttl;  // EX when whole seconds (60 s by default), else PX
-  redis::command set = redis::make_set(key, *body, o);
-  auto [set_ec, set_r] = co_await impl_->exec(std::move(set));
-  origin = !set_ec && set_r.is_status("OK") ? page_origin::built : page_origin::uncached;
-  co_return body;
+net::awaitable<absl::StatusOr<body_ptr>> redis_mode::get_page(std::int64_t page, page_builder build,
+                                                              const char*& x_cache) {
+  auto [ec, r] = co_await impl_->pages->async_get_or_load(
+      std::to_string(page),
+      [build, page](const std::string&) { return build_page_async(build, page); }, tok);
+  if (ec) co_return sluice::asio::to_status(ec);
+  x_cache = r.stale() ? "STALE" : r.hit() ? "HIT" : "MISS";
+  co_return std::move(r.value);
 }
 
 bool redis_mode::limits_requests() const { return impl_->limiter != nullptr; }

@@ -12,8 +12,9 @@
 //
 // When Redis is down, commands fail at once (`unavailable`; a stalled server: after
 // --redis-timeout-ms): /users falls back to the users cache (STALE) or 503 + Retry-After behind
-// the circuit breaker, /api/data serves freshly built pages without caching them, and the rate
-// limiter decides with a local limiter per client (fail open to a per-instance quota).
+// the circuit breaker, /api/data serves its last local copy or a freshly built page (kept only
+// locally, for a second), and the rate limiter decides with a local limiter per client (fail open
+// to a per-instance quota).
 //
 // Thread safety: every member may be called concurrently from any loop.
 #pragma once
@@ -32,13 +33,6 @@
 #include "user_store.hpp"
 
 namespace service {
-
-// Where a page served by load_page came from.
-enum class page_origin : std::uint8_t {
-  redis,     // found in Redis (X-Cache: HIT)
-  built,     // built and stored in Redis with the cache TTL (X-Cache: MISS)
-  uncached,  // built while Redis could not answer; not cached anywhere (X-Cache: MISS)
-};
 
 class redis_mode {
  public:
@@ -63,11 +57,14 @@ class redis_mode {
   // Returns true while the last PING was answered.
   bool up() const;
 
-  // Returns page `page` from Redis (key `sluice:page:<page>`), or builds it with `build` and SETs
-  // it with EX = the cache TTL; when Redis cannot answer, the built page is returned uncached.
-  // Sets `origin`. Never fails: the page can always be built.
-  boost::asio::awaitable<body_ptr> load_page(std::int64_t page, page_builder build,
-                                             page_origin& origin);
+  // Returns page `page` through the two-level page cache (sluice::redis::l2_cache): a fresh
+  // local copy (at most 1 s old), else Redis (key `sluice:page:<page>`), else `build(page)`, SET
+  // in Redis with the cache TTL (EX 60 by default) before it is returned. Concurrent misses of a
+  // page in this process share one Redis lookup and one build (single flight). While Redis is
+  // down: the last local copy (stale), else a freshly built page. `x_cache` is set to "HIT"
+  // (either level), "MISS" (built) or "STALE". Unavailable only if even that fails.
+  boost::asio::awaitable<absl::StatusOr<body_ptr>> get_page(std::int64_t page, page_builder build,
+                                                            const char*& x_cache);
 
   // Returns true if the distributed limiter is on (--rate-limit > 0).
   bool limits_requests() const;
