@@ -150,6 +150,9 @@ int main(int argc, char** argv) {
     srv.force_close();
   }
   srv.join();
+  // The loops are gone: stop the Redis thread (its keeper logs) before the logger shuts down.
+  a.users.reset();
+  a.redis.reset();
   SPDLOG_LOGGER_INFO(a.log, "\"msg\":\"stopped\"");
   a.log->flush();
   spdlog::shutdown();

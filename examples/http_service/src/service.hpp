@@ -212,6 +212,8 @@ void json_escape(std::string_view s, std::string& out);
 // Application state shared by every loop. Immutable after start-up except where noted.
 struct app {
   config cfg;
+  // First, so it is destroyed last: every other member may log until its destructor finished.
+  std::shared_ptr<spdlog::logger> log;
   router routes;
   std::unique_ptr<user_store> users;
   std::unique_ptr<service_metrics> metrics;
@@ -219,7 +221,6 @@ struct app {
   // Redis mode only (null in the embedded default): the Redis client, the shared page cache and
   // the distributed rate limiter. After prims and metrics: destroyed first.
   std::unique_ptr<redis_mode> redis;
-  std::shared_ptr<spdlog::logger> log;
   proxy_list proxies;
   // Set once when SIGTERM/SIGINT starts the drain; read by /readyz. Relaxed: a flag with no data
   // published through it.
