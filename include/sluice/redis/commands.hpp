@@ -1,17 +1,19 @@
 // sluice/redis/commands.hpp
 //
-// Helpers for the common commands on a `sluice::redis::connection`: GET, SET (EX/PX, NX/XX),
-// DEL, EXPIRE, HGETALL, HSET, INCR, PING, PUBLISH, and Lua scripts by SHA with a fallback to
-// EVAL when the server does not know the script yet (NOSCRIPT, e.g. after a restart or
-// SCRIPT FLUSH). Each is `connection::async_exec` with the command built for you; keys and
-// values are binary-safe.
+// Helpers for the common commands on a `sluice::redis::connection` or a
+// `sluice::redis::connection_pool` (any client with `get_executor()` and
+// `async_exec(command, timeout, token)`): GET, SET (EX/PX, NX/XX), DEL, EXPIRE, HGETALL, HSET,
+// INCR, PING, PUBLISH, and Lua scripts by SHA with a fallback to EVAL when the server does not
+// know the script yet (NOSCRIPT, e.g. after a restart or SCRIPT FLUSH). Each is the client's
+// `async_exec` with the command built for you; keys and values are binary-safe. (Through a pool,
+// EVALSHA and its EVAL fallback may run on two different connections; both go to one server.)
 //
 // Completion: void(boost::system::error_code, sluice::redis::reply), as async_exec. The reply
 // kinds to expect are named on each helper; a Redis error reply arrives as a reply of kind
 // error (classify it with sluice/redis/error.hpp).
 //
-// Thread safety: as the connection (any thread). Every helper takes the connection by
-// reference: keep it alive until the operation completes.
+// Thread safety: as the client (any thread). Every helper takes the client by reference: keep it
+// alive until the operation completes.
 // Time: each command has the connection's command_timeout.
 //
 // Example:
@@ -37,6 +39,28 @@
 #include "sluice/redis/command.hpp"
 #include "sluice/redis/connection.hpp"
 #include "sluice/redis/reply.hpp"
+
+namespace sluice::detail {
+
+// True for a type the helpers accept as a Redis client: one with `get_executor()` and
+// `async_exec(command, std::chrono::milliseconds, token)` (redis::connection,
+// redis::connection_pool).
+struct redis_client_probe_handler {
+  void operator()(boost::system::error_code, redis::reply) const {}
+};
+template <class Client, class = void>
+struct is_redis_client : std::false_type {};
+template <class Client>
+struct is_redis_client<Client, std::void_t<decltype(std::declval<Client&>().get_executor()),
+                                           decltype(std::declval<Client&>().async_exec(
+                                               std::declval<redis::command>(),
+                                               std::declval<std::chrono::milliseconds>(),
+                                               redis_client_probe_handler{}))>>
+    : std::true_type {};
+template <class Client>
+using enable_if_redis_client = std::enable_if_t<is_redis_client<Client>::value, int>;
+
+}  // namespace sluice::detail
 
 namespace sluice::redis {
 
@@ -71,29 +95,30 @@ struct set_options {
 }
 
 // GETs `key`. Reply: string, or nil when the key does not exist.
-template <class CompletionToken>
-auto async_get(connection& conn, std::string_view key, CompletionToken&& token) {
+template <class Client, class CompletionToken, detail::enable_if_redis_client<Client> = 0>
+auto async_get(Client& conn, std::string_view key, CompletionToken&& token) {
   return conn.async_exec(command{"GET", key}, std::forward<CompletionToken>(token));
 }
 
 // SETs `key` to `value`. Reply: status OK, or nil when NX/XX prevented the write.
-template <class CompletionToken>
-auto async_set(connection& conn, std::string_view key, std::string_view value,
+template <class Client, class CompletionToken, detail::enable_if_redis_client<Client> = 0>
+auto async_set(Client& conn, std::string_view key, std::string_view value,
                const set_options& options, CompletionToken&& token) {
   return conn.async_exec(make_set(key, value, options), std::forward<CompletionToken>(token));
 }
 
 // DELetes `key`. Reply: integer, 1 when the key existed.
-template <class CompletionToken>
-auto async_del(connection& conn, std::string_view key, CompletionToken&& token) {
+template <class Client, class CompletionToken, detail::enable_if_redis_client<Client> = 0>
+auto async_del(Client& conn, std::string_view key, CompletionToken&& token) {
   return conn.async_exec(command{"DEL", key}, std::forward<CompletionToken>(token));
 }
 
 // DELetes every key of `keys` (a range of strings or string_views). Reply: integer, the number
 // of keys that existed. With GCC 12, pass a named range, not a braced list, inside co_await.
-template <class Range, class CompletionToken,
-          std::enable_if_t<!std::is_convertible_v<const Range&, std::string_view>, int> = 0>
-auto async_del(connection& conn, const Range& keys, CompletionToken&& token) {
+template <class Client, class Range, class CompletionToken,
+          std::enable_if_t<!std::is_convertible_v<const Range&, std::string_view>, int> = 0,
+          detail::enable_if_redis_client<Client> = 0>
+auto async_del(Client& conn, const Range& keys, CompletionToken&& token) {
   std::vector<std::string_view> args{"DEL"};
   for (const auto& k : keys) args.emplace_back(k);
   return conn.async_exec(command::from_args(args), std::forward<CompletionToken>(token));
@@ -101,8 +126,8 @@ auto async_del(connection& conn, const Range& keys, CompletionToken&& token) {
 
 // Sets a time to live of `ttl` (whole seconds) on `key` with EXPIRE. Reply: integer 1, or 0 when
 // the key does not exist.
-template <class CompletionToken>
-auto async_expire(connection& conn, std::string_view key, std::chrono::seconds ttl,
+template <class Client, class CompletionToken, detail::enable_if_redis_client<Client> = 0>
+auto async_expire(Client& conn, std::string_view key, std::chrono::seconds ttl,
                   CompletionToken&& token) {
   const std::string seconds = std::to_string(ttl.count());
   return conn.async_exec(command{"EXPIRE", key, seconds}, std::forward<CompletionToken>(token));
@@ -110,33 +135,33 @@ auto async_expire(connection& conn, std::string_view key, std::chrono::seconds t
 
 // Reads every field of hash `key` with HGETALL. Reply: array field, value, field, value...
 // (empty when the key does not exist).
-template <class CompletionToken>
-auto async_hgetall(connection& conn, std::string_view key, CompletionToken&& token) {
+template <class Client, class CompletionToken, detail::enable_if_redis_client<Client> = 0>
+auto async_hgetall(Client& conn, std::string_view key, CompletionToken&& token) {
   return conn.async_exec(command{"HGETALL", key}, std::forward<CompletionToken>(token));
 }
 
 // Sets `field` of hash `key` to `value` with HSET. Reply: integer, 1 when the field is new.
-template <class CompletionToken>
-auto async_hset(connection& conn, std::string_view key, std::string_view field,
+template <class Client, class CompletionToken, detail::enable_if_redis_client<Client> = 0>
+auto async_hset(Client& conn, std::string_view key, std::string_view field,
                 std::string_view value, CompletionToken&& token) {
   return conn.async_exec(command{"HSET", key, field, value}, std::forward<CompletionToken>(token));
 }
 
 // INCRements `key`. Reply: integer, the new value; error when the value is not an integer.
-template <class CompletionToken>
-auto async_incr(connection& conn, std::string_view key, CompletionToken&& token) {
+template <class Client, class CompletionToken, detail::enable_if_redis_client<Client> = 0>
+auto async_incr(Client& conn, std::string_view key, CompletionToken&& token) {
   return conn.async_exec(command{"INCR", key}, std::forward<CompletionToken>(token));
 }
 
 // PINGs the server. Reply: status PONG.
-template <class CompletionToken>
-auto async_ping(connection& conn, CompletionToken&& token) {
+template <class Client, class CompletionToken, detail::enable_if_redis_client<Client> = 0>
+auto async_ping(Client& conn, CompletionToken&& token) {
   return conn.async_exec(command{"PING"}, std::forward<CompletionToken>(token));
 }
 
 // PUBLISHes `payload` on `channel`. Reply: integer, the number of subscribers that received it.
-template <class CompletionToken>
-auto async_publish(connection& conn, std::string_view channel, std::string_view payload,
+template <class Client, class CompletionToken, detail::enable_if_redis_client<Client> = 0>
+auto async_publish(Client& conn, std::string_view channel, std::string_view payload,
                    CompletionToken&& token) {
   return conn.async_exec(command{"PUBLISH", channel, payload},
                          std::forward<CompletionToken>(token));
@@ -166,8 +191,9 @@ class script {
 
 namespace sluice::detail {
 
+template <class Client>
 struct evalsha_op {
-  redis::connection* conn;
+  Client* conn;
   redis::script lua;
   std::vector<std::string> tail;  // numkeys, keys..., args...
   bool fell_back = false;
@@ -202,8 +228,8 @@ namespace sluice::redis {
 // Runs `lua` with EVALSHA, and on NOSCRIPT once more with EVAL (which also caches it on the
 // server). Reply: whatever the script returns (Lua numbers become integers, tables arrays, nil
 // nil), or the script's error. With GCC 12, pass named vectors, not braced lists, inside co_await.
-template <class CompletionToken>
-auto async_evalsha(connection& conn, const script& lua, const std::vector<std::string>& keys,
+template <class Client, class CompletionToken, detail::enable_if_redis_client<Client> = 0>
+auto async_evalsha(Client& conn, const script& lua, const std::vector<std::string>& keys,
                    const std::vector<std::string>& args, CompletionToken&& token) {
   std::vector<std::string> tail;
   tail.reserve(1 + keys.size() + args.size());
@@ -211,7 +237,7 @@ auto async_evalsha(connection& conn, const script& lua, const std::vector<std::s
   tail.insert(tail.end(), keys.begin(), keys.end());
   tail.insert(tail.end(), args.begin(), args.end());
   return boost::asio::async_compose<CompletionToken, void(boost::system::error_code, reply)>(
-      detail::evalsha_op{&conn, lua, std::move(tail)}, token, conn.get_executor());
+      detail::evalsha_op<Client>{&conn, lua, std::move(tail)}, token, conn.get_executor());
 }
 
 }  // namespace sluice::redis

@@ -11,6 +11,11 @@
 //                                                                 server works)  is wrong
 //   cancelled   the caller cancelled or closed the connection     ignore         no
 //
+// Pool-level errors of sluice::redis::connection_pool (`unavailable`: backend down or pool
+// closed, `deadline_exceeded`: no connection in time, `resource_exhausted`: waiter queue full)
+// are failures too. `breaks_connection(ec)` says whether a connection that completed a command
+// with `ec` should be discarded rather than reused.
+//
 // Thread safety: stateless.
 //
 // Example:
@@ -56,6 +61,16 @@ enum class outcome { success, failure, retryable, rejected, cancelled };
   }
   if (r.is_error()) return classify_error_prefix(r.error_prefix());
   return outcome::success;
+}
+
+// Returns whether a command's error_code means its connection should not be reused: anything
+// but success and the caller's own cancellation (operation_aborted). Socket errors, `data_loss`
+// (a protocol error), `unavailable` / `cancelled` (the connection is down or was closed) and
+// `deadline_exceeded` (the server may be stalled; a late reply would still be drained, but a
+// fresh connection is the safer bet) all do. A Redis error reply is not an error_code and never
+// does. sluice::redis::connection_pool discards leases on these.
+[[nodiscard]] inline bool breaks_connection(const boost::system::error_code& ec) noexcept {
+  return ec && ec != boost::asio::error::operation_aborted;
 }
 
 // Converts a completion to a status: OK for a non-error reply; the error_code's status

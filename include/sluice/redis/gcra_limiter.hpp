@@ -22,8 +22,8 @@
 // the Redis failure (the result then refuses with retry_after 0). A script error (e.g. the key
 // holds another type) completes with sluice::asio::error::internal.
 //
-// Thread safety: async_acquire may be called concurrently from any thread. The connection must
-// outlive the limiter's operations.
+// Thread safety: async_acquire may be called concurrently from any thread. The connection (or
+// the sluice::redis::connection_pool it was created with) must outlive the limiter's operations.
 // Time: Redis server time for Redis decisions; std::chrono::steady_clock for local ones.
 //
 // Example:
@@ -54,6 +54,7 @@
 #include "sluice/redis/commands.hpp"
 #include "sluice/redis/connection.hpp"
 #include "sluice/redis/error.hpp"
+#include "sluice/redis/pool.hpp"
 
 namespace sluice::redis {
 
@@ -115,7 +116,16 @@ class gcra_limiter {
   // Returns a limiter using `conn`, or InvalidArgument when `opts.limits.validate()` fails.
   static absl::StatusOr<std::unique_ptr<gcra_limiter>> create(connection& conn, options opts) {
     if (auto s = opts.limits.validate(); !s.ok()) return s;
-    return std::unique_ptr<gcra_limiter>(new gcra_limiter(conn, std::move(opts)));
+    return std::unique_ptr<gcra_limiter>(new gcra_limiter(&conn, nullptr, std::move(opts)));
+  }
+
+  // Returns a limiter running its script through `pool` (each decision on a pooled connection),
+  // or InvalidArgument when `opts.limits.validate()` fails. The pool must outlive the limiter's
+  // operations. A pool that fails fast (backend down) counts as Redis unreachable.
+  static absl::StatusOr<std::unique_ptr<gcra_limiter>> create(connection_pool& pool,
+                                                              options opts) {
+    if (auto s = opts.limits.validate(); !s.ok()) return s;
+    return std::unique_ptr<gcra_limiter>(new gcra_limiter(nullptr, &pool, std::move(opts)));
   }
 
   // Returns the options.
@@ -131,7 +141,7 @@ class gcra_limiter {
     return boost::asio::async_compose<CompletionToken,
                                       void(boost::system::error_code, rate_limit_result)>(
         acquire_op{this, std::string(key), n, std::move(keys), std::move(args)}, token,
-        conn_->get_executor());
+        conn_ != nullptr ? conn_->get_executor() : pool_->get_executor());
   }
 
   // Decides with the local fallback limiter of `key` (what async_acquire does when Redis is
@@ -152,7 +162,8 @@ class gcra_limiter {
   }
 
  private:
-  gcra_limiter(connection& conn, options opts) : conn_(&conn), options_(std::move(opts)) {
+  gcra_limiter(connection* conn, connection_pool* pool, options opts)
+      : conn_(conn), pool_(pool), options_(std::move(opts)) {
     const auto interval_ns = options_.limits.emission_interval().count();
     interval_us_ = interval_ns / 1000 < 1 ? 1 : interval_ns / 1000;
     burst_ = static_cast<std::int64_t>(options_.limits.burst);
@@ -183,7 +194,11 @@ class gcra_limiter {
 
     template <class Self>
     void operator()(Self& op) {
-      async_evalsha(*self->conn_, gcra_script(), keys, args, std::move(op));
+      if (self->conn_ != nullptr) {
+        async_evalsha(*self->conn_, gcra_script(), keys, args, std::move(op));
+      } else {
+        async_evalsha(*self->pool_, gcra_script(), keys, args, std::move(op));
+      }
     }
 
     template <class Self>
@@ -221,7 +236,9 @@ class gcra_limiter {
     }
   };
 
+  // The client: exactly one is set.
   connection* conn_;
+  connection_pool* pool_;
   options options_;
   std::int64_t interval_us_ = 1;
   std::int64_t burst_ = 1;
