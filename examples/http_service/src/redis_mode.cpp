@@ -24,10 +24,10 @@
 #include <sluice/rate_limit.hpp>
 #include <sluice/redis/command.hpp>
 #include <sluice/redis/commands.hpp>
-#include <sluice/redis/connection.hpp>
 #include <sluice/redis/error.hpp>
 #include <sluice/redis/gcra_limiter.hpp>
 #include <sluice/redis/l2_cache.hpp>
+#include <sluice/redis/pool.hpp>
 #include <sluice/redis/url.hpp>
 
 #include "metrics.hpp"
@@ -41,19 +41,25 @@ namespace redis = sluice::redis;
 
 constexpr auto tok = net::as_tuple(net::use_awaitable);
 
-// ---- The client: the only lines that name its type ----------------------------------------------
-// One pipelined sluice::redis::connection, shared by every loop (commands from all loops are
-// batched on it) and reconnected by the keeper below with paced backoff.
-using redis_client = redis::connection;
-constexpr bool client_reconnects_itself = false;  // the keeper must call async_connect
+// ---- The client --------------------------------------------------------------------------------
+// A sluice::redis::connection_pool shared by every loop: up to 16 connections, health-checked,
+// reconnected with paced backoff after an outage, failing fast (`unavailable`) while Redis is
+// down, a connection that broke or stalled replaced. (A single pipelined sluice::redis::connection
+// also fits the code below: the same async_exec; the keeper would then have to reconnect it.)
+using redis_client = redis::connection_pool;
 
-std::unique_ptr<redis_client> make_client(const net::any_io_executor& ex, const config& cfg) {
-  redis::connection_options o;
-  // A Redis on the same network connects in well under a millisecond; waiting longer only holds
-  // the keeper back from its next attempt.
-  o.connect_timeout = std::chrono::milliseconds(500);
-  o.command_timeout = cfg.redis_timeout;
-  return std::make_unique<redis_client>(ex, o);
+absl::StatusOr<std::shared_ptr<redis_client>> make_client(const net::any_io_executor& ex,
+                                                          const redis::endpoint& ep,
+                                                          const config& cfg) {
+  redis::connection_pool_options o;
+  o.server = ep;
+  // A Redis on the same network connects in well under a millisecond; waiting longer only delays
+  // the pool's next attempt.
+  o.connection.connect_timeout = std::chrono::milliseconds(500);
+  o.connection.command_timeout = cfg.redis_timeout;
+  // Waiting for a free connection longer than for a reply would only move the wait elsewhere.
+  o.acquire_timeout = cfg.redis_timeout;
+  return redis::connection_pool::make(ex, std::move(o));
 }
 // -------------------------------------------------------------------------------------------------
 
@@ -127,7 +133,7 @@ struct redis_mode::impl {
   redis::endpoint ep;
   std::string marker;  // set once users 1..--seed-users are in Redis
   net::io_context ioc{1};
-  std::unique_ptr<redis_client> client;
+  std::shared_ptr<redis_client> client;
   net::steady_timer pause{ioc};  // the keeper's sleeps; cancelled at shutdown
   std::unique_ptr<redis::gcra_limiter> limiter;
   std::unique_ptr<page_cache> pages;  // /api/data: local level + Redis
@@ -147,9 +153,9 @@ struct redis_mode::impl {
   sluice::metrics::collector_registration collectors;
 
   impl(app& ap, redis::endpoint e)
-      : a(ap), ep(std::move(e)), marker("sluice:users-seeded:" + std::to_string(a.cfg.seed_users)) {
-    client = make_client(ioc.get_executor(), a.cfg);
-  }
+      : a(ap),
+        ep(std::move(e)),
+        marker("sluice:users-seeded:" + std::to_string(a.cfg.seed_users)) {}
 
   // Runs one command with the --redis-timeout-ms deadline; resumes on the caller's executor.
   net::awaitable<std::tuple<boost::system::error_code, redis::reply>> exec(redis::command c) {
@@ -195,10 +201,11 @@ struct redis_mode::impl {
     co_return true;
   }
 
-  // Keeps the client usable and the data in place. Every kPingEvery: (re)connect if needed (with
-  // jittered exponential backoff), then check the seeding marker: a failure marks Redis down; a
-  // missing marker (first start, or a Redis that restarted empty, however briefly it was gone)
-  // seeds the users again before Redis is marked up.
+  // Keeps the data in place and the readiness flag true. Every kPingEvery it checks the seeding
+  // marker through the pool (which itself reconnects, with its own paced backoff): a failure marks
+  // Redis down (jittered exponential backoff between checks, 50 ms .. 1 s); a missing marker
+  // (first start, or a Redis that restarted empty, however briefly it was gone) seeds the users
+  // again before Redis is marked up.
   net::awaitable<void> keep() {
     std::chrono::milliseconds backoff = kBackoffMin;
     std::minstd_rand rng(std::random_device{}());
@@ -210,25 +217,11 @@ struct redis_mode::impl {
       return d;
     };
     while (!stopping.load(std::memory_order_relaxed)) {
-      if constexpr (!client_reconnects_itself) {
-        if (!client->is_connected()) {
-          mark_down("connection lost");
-          auto [ec] = co_await client->async_connect(ep, tok);
-          if (ec) {
-            mark_down("connect: " + ec.message());
-            co_await sleep(back_off());
-            continue;
-          }
-        }
-      }
       redis::command check{"EXISTS", marker};
       auto [ec, r] = co_await client->async_exec(std::move(check), a.cfg.redis_timeout, tok);
+      if (stopping.load(std::memory_order_relaxed)) break;
       if (ec || !r.is_integer()) {
         mark_down(ec ? "health check: " + ec.message() : "health check: " + r.str());
-        if constexpr (!client_reconnects_itself) {
-          // A server that stalls keeps the socket open: drop it and connect again.
-          if (ec == sluice::asio::error::deadline_exceeded) client->close();
-        }
         co_await sleep(back_off());
         continue;
       }
@@ -263,6 +256,22 @@ struct redis_mode::impl {
                  {{"result", "failed"}});
     sink.counter("redis_users_seeded_total", "Users created in Redis by start-up seeding.",
                  static_cast<double>(seeded.load(std::memory_order_relaxed)));
+    const sluice::pool_stats ps = client->pool().stats();
+    const std::pair<const char*, std::size_t> conns[] = {
+        {"idle", ps.idle}, {"in_use", ps.in_use}, {"connecting", ps.pending_creates}};
+    for (auto [state, n] : conns) {
+      sink.gauge("redis_pool_connections", "Redis connections in the pool by state.",
+                 static_cast<double>(n), {{"state", state}});
+    }
+    sink.gauge("redis_pool_waiters", "Commands waiting for a free Redis connection.",
+               static_cast<double>(ps.waiters));
+    sink.counter("redis_pool_connections_opened_total", "Redis connections opened.",
+                 static_cast<double>(ps.created));
+    sink.counter("redis_pool_connect_failures_total", "Redis connects that failed.",
+                 static_cast<double>(ps.create_failures));
+    sink.counter("redis_pool_acquire_timeouts_total",
+                 "Commands that found no free Redis connection in time.",
+                 static_cast<double>(ps.timeouts));
     const redis::l2_cache_stats st = pages->stats();
     const std::pair<const char*, std::uint64_t> l2[] = {
         {"local_hit", st.local_hits},
@@ -329,6 +338,9 @@ absl::StatusOr<std::unique_ptr<redis_mode>> redis_mode::create(app& a,
   absl::StatusOr<redis::endpoint> ep = redis::parse_url(a.cfg.redis_url);
   if (!ep.ok()) return ep.status();
   auto p = std::make_unique<impl>(a, std::move(*ep));
+  auto client = make_client(p->ioc.get_executor(), p->ep, a.cfg);
+  if (!client.ok()) return client.status();
+  p->client = std::move(*client);
   if (a.cfg.rate_limit > 0) {
     redis::gcra_limiter_options o;
     o.limits.rate = a.cfg.rate_limit;

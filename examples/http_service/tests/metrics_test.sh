@@ -34,6 +34,10 @@ if [ "${E2E_REDIS:-0}" = 1 ]; then
   check_match "redis commands counted" "$m" 'redis_commands_total\{result="ok"\} [1-9]'
   check_match "redis outages counted" "$m" 'redis_outages_total 0'
   check_match "seeded users counted" "$m" 'redis_users_seeded_total 1000'
+  check_match "pool: idle connections" "$m" 'redis_pool_connections\{state="idle"\} [1-9]'
+  check_match "pool: connections opened" "$m" 'redis_pool_connections_opened_total [1-9]'
+  check_match "pool: waiters" "$m" 'redis_pool_waiters 0'
+  check_match "page cache counters" "$m" 'page_cache_lookups_total\{result="redis_hit"\} [0-9]+'
 fi
 
 if command -v promtool >/dev/null; then
