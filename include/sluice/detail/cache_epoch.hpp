@@ -83,8 +83,11 @@ class cache_epoch {
 
   // Returns the calling thread's slot, registering it on first use (allocates once per thread).
   slot& local() {
-    thread_local holder h;
-    return *h.s;
+    // A trivial thread_local (no initialisation guard on the hot path); the holder that registers
+    // and releases the slot is touched once per thread.
+    thread_local slot* cached = nullptr;
+    if (cached != nullptr) return *cached;
+    return register_thread(cached);
   }
 
   // Starts a read section on `s` (the caller's slot). Pointers loaded after it stay valid until
@@ -145,6 +148,12 @@ class cache_epoch {
     holder(const holder&) = delete;
     holder& operator=(const holder&) = delete;
   };
+
+  static slot& register_thread(slot*& cached) {
+    thread_local holder h;
+    cached = h.s;
+    return *h.s;
+  }
 
   cache_epoch() {
 #if defined(__linux__) && defined(MEMBARRIER_CMD_PRIVATE_EXPEDITED) && \

@@ -7,7 +7,7 @@
 //
 // Readers: `find()` inside a cache_epoch read section. Erased slots become tombstones (never
 // emptied in place, so a probe never stops early); when live entries plus tombstones would pass
-// half the slots, the writer builds a new table and publishes it (copy-and-publish); the old one
+// 5/8 of the slots, the writer builds a new table and publishes it (copy-and-publish); the old one
 // is returned to be retired through cache_epoch, like erased entries.
 //
 // Thread safety: find() may run concurrently with everything; the other members need the owner's
@@ -49,7 +49,7 @@ class cache_read_index {
   cache_read_index& operator=(const cache_read_index&) = delete;
 
   // Returns the entry with `hash` for which `match(entry)` holds, or nullptr. Lock-free; call
-  // inside a read section. Expected O(1): the table is at most half full.
+  // inside a read section. Expected O(1): the table is at most 5/8 full.
   template <class Match>
   cache_node_base* find(std::uint64_t hash, Match&& match) const {
     // Acquire (both loads): the table's and the entry's contents were written before they were
@@ -72,7 +72,8 @@ class cache_read_index {
   [[nodiscard]] table* insert(std::uint64_t hash, cache_node_base* n) {
     table* old = nullptr;
     table* t = current_.load(std::memory_order_relaxed);
-    if ((used_ + 1) * 2 > t->mask + 1) {
+    // Rebuild past 5/8 full (tombstones included): linear probes stay short, mostly in one line.
+    if ((used_ + 1) * 8 > (t->mask + 1) * 5) {
       old = rebuild(capacity_for(live_ + 1));
       t = current_.load(std::memory_order_relaxed);
     }
@@ -129,10 +130,10 @@ class cache_read_index {
     return &dead;
   }
 
-  // Room for `live` entries at a quarter load, so the table absorbs as many inserts again before
-  // the next rebuild.
+  // Room for `live` entries at a quarter to half load, so the table absorbs at least as many
+  // inserts again before the next rebuild.
   static std::size_t capacity_for(std::size_t live) noexcept {
-    const std::size_t want = next_pow2(live * 4);
+    const std::size_t want = next_pow2(live * 2);
     return want < min_capacity ? min_capacity : want;
   }
 
