@@ -23,7 +23,6 @@
 #include <sluice/metrics/registry.hpp>
 #include <sluice/rate_limit.hpp>
 #include <sluice/redis/command.hpp>
-#include <sluice/redis/commands.hpp>
 #include <sluice/redis/error.hpp>
 #include <sluice/redis/gcra_limiter.hpp>
 #include <sluice/redis/l2_cache.hpp>
@@ -81,8 +80,8 @@ return created
 )lua";
 // Users per seeding script: ~10 ms of Redis time, short enough not to stall other clients.
 constexpr int kSeedChunk = 10'000;
-// The keeper's health check period, and the backoff bounds between failed attempts.
-constexpr std::chrono::milliseconds kPingEvery{500};
+// The keeper's check period while Redis answers, and the backoff bounds while it does not.
+constexpr std::chrono::milliseconds kCheckEvery{500};
 constexpr std::chrono::milliseconds kBackoffMin{50};
 constexpr std::chrono::milliseconds kBackoffMax{1000};
 
@@ -144,8 +143,8 @@ struct redis_mode::impl {
   std::atomic<bool> stopping{false};
   std::atomic<bool> keeper_done{false};
   std::atomic<std::uint64_t> outages{0};
-  std::atomic<std::uint64_t> commands_ok{0};
-  std::atomic<std::uint64_t> commands_failed{0};
+  std::atomic<std::uint64_t> commands_ok{0};      // user reads Redis answered
+  std::atomic<std::uint64_t> commands_failed{0};  // user reads that failed (down, timeout)
   std::atomic<std::uint64_t> seeded{0};
 
   std::promise<void> first_up;  // set once by the keeper (its thread only)
@@ -157,8 +156,9 @@ struct redis_mode::impl {
         ep(std::move(e)),
         marker("sluice:users-seeded:" + std::to_string(a.cfg.seed_users)) {}
 
-  // Runs one command with the --redis-timeout-ms deadline; resumes on the caller's executor.
-  net::awaitable<std::tuple<boost::system::error_code, redis::reply>> exec(redis::command c) {
+  // Runs a user read with the --redis-timeout-ms deadline and counts its outcome; resumes on the
+  // caller's executor.
+  net::awaitable<std::tuple<boost::system::error_code, redis::reply>> read_user(redis::command c) {
     auto result = co_await client->async_exec(std::move(c), a.cfg.redis_timeout, tok);
     const auto o = redis::classify(std::get<0>(result), std::get<1>(result));
     (o == redis::outcome::success || o == redis::outcome::rejected ? commands_ok : commands_failed)
@@ -166,6 +166,7 @@ struct redis_mode::impl {
     co_return result;
   }
 
+  // Marks Redis down; counts and logs the transition from up.
   void mark_down(std::string_view why) {
     if (up.exchange(false, std::memory_order_relaxed)) {
       outages.fetch_add(1, std::memory_order_relaxed);
@@ -173,6 +174,7 @@ struct redis_mode::impl {
     }
   }
 
+  // Suspends the keeper for `d` (shutdown cancels the timer).
   net::awaitable<void> sleep(std::chrono::milliseconds d) {
     pause.expires_after(d);
     co_await pause.async_wait(tok);
@@ -201,7 +203,7 @@ struct redis_mode::impl {
     co_return true;
   }
 
-  // Keeps the data in place and the readiness flag true. Every kPingEvery it checks the seeding
+  // Keeps the data in place and the readiness flag true. Every kCheckEvery it checks the seeding
   // marker through the pool (which itself reconnects, with its own paced backoff): a failure marks
   // Redis down (jittered exponential backoff between checks, 50 ms .. 1 s); a missing marker
   // (first start, or a Redis that restarted empty, however briefly it was gone) seeds the users
@@ -238,20 +240,21 @@ struct redis_mode::impl {
           first_up.set_value();
         }
       }
-      co_await sleep(kPingEvery);
+      co_await sleep(kCheckEvery);
     }
     keeper_done.store(true, std::memory_order_release);
   }
 
+  // Publishes the Redis figures on /metrics.
   void collect(sluice::metrics::sample_sink& sink) const {
     sink.gauge("redis_up", "1 while the last PING to Redis was answered, else 0.",
                up.load(std::memory_order_relaxed) ? 1.0 : 0.0);
     sink.counter("redis_outages_total", "Times Redis went from answering to not answering.",
                  static_cast<double>(outages.load(std::memory_order_relaxed)));
-    sink.counter("redis_commands_total", "Redis commands by outcome.",
+    sink.counter("user_store_redis_reads_total", "User reads from Redis (HGETALL) by outcome.",
                  static_cast<double>(commands_ok.load(std::memory_order_relaxed)),
                  {{"result", "ok"}});
-    sink.counter("redis_commands_total", "Redis commands by outcome.",
+    sink.counter("user_store_redis_reads_total", "User reads from Redis (HGETALL) by outcome.",
                  static_cast<double>(commands_failed.load(std::memory_order_relaxed)),
                  {{"result", "failed"}});
     sink.counter("redis_users_seeded_total", "Users created in Redis by start-up seeding.",
@@ -303,7 +306,7 @@ class redis_store final : public user_store {
 
   net::awaitable<absl::StatusOr<std::optional<user>>> async_get(std::int64_t id) override {
     redis::command c{"HGETALL", "user:" + std::to_string(id)};
-    auto [ec, r] = co_await r_.exec(std::move(c));
+    auto [ec, r] = co_await r_.read_user(std::move(c));
     if (absl::Status s = redis::to_status(ec, r); !s.ok()) co_return s;
     if (!r.is_array() || r.elements().size() % 2 != 0) {
       co_return absl::DataLossError("user:" + std::to_string(id) + " is not a hash");

@@ -31,7 +31,7 @@ check_match "open connections gauge" "$m" 'http_open_connections [0-9]+'
 check_match "log drop counter" "$m" 'log_lines_dropped_total [0-9]+'
 if [ "${E2E_REDIS:-0}" = 1 ]; then
   check_match "redis_up" "$m" 'redis_up 1'
-  check_match "redis commands counted" "$m" 'redis_commands_total\{result="ok"\} [1-9]'
+  check_match "user reads from Redis counted" "$m" 'user_store_redis_reads_total\{result="ok"\} [1-9]'
   check_match "redis outages counted" "$m" 'redis_outages_total 0'
   check_match "seeded users counted" "$m" 'redis_users_seeded_total 1000'
   check_match "pool: idle connections" "$m" 'redis_pool_connections\{state="idle"\} [1-9]'
