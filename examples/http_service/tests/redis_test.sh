@@ -60,7 +60,7 @@ check "20 concurrent first requests answered" "$ok" "20"
 check "20 concurrent misses build the page once" "$(( $(loads) - before ))" "1"
 
 # A second instance on the same Redis (default TTL) gets the pages the first one built.
-start_instance inst_b --redis "$REDIS_URL" --seed-users 50 --rate-limit 3 --rate-burst 4
+start_instance inst_b --redis "$REDIS_URL" --seed-users 50 --rate-limit 1 --rate-burst 4
 PID_B=$INSTANCE_PID PORT_B=$INSTANCE_PORT
 "${CURL[@]}" -D "$WORK/h" -o "$WORK/b" "http://127.0.0.1:$PORT_B/api/data?page=11"
 check "another instance: page from Redis (HIT)" "$(header X-Cache "$WORK/h")" "HIT"
@@ -72,7 +72,7 @@ else fail "page TTL in Redis is [$ttl] s, expected ~60"; fi
 
 # The rate limit lives in Redis: a third instance with the same quota shares it with b. The
 # client is 127.0.0.9, a fresh one (127.0.0.1 used b's quota above).
-start_instance inst_c --redis "$REDIS_URL" --seed-users 50 --rate-limit 3 --rate-burst 4
+start_instance inst_c --redis "$REDIS_URL" --seed-users 50 --rate-limit 1 --rate-burst 4
 PORT_C=$INSTANCE_PORT
 codes=""
 for port in "$PORT_B" "$PORT_C" "$PORT_B" "$PORT_C" "$PORT_B" "$PORT_C"; do
@@ -84,7 +84,7 @@ check "shared limit: 429 body" "$(cat "$WORK/b")" '{"error":"rate limited"}'
 check "shared limit: RateLimit-Limit" "$(header RateLimit-Limit "$WORK/h")" "4"
 check "shared limit: RateLimit-Remaining" "$(header RateLimit-Remaining "$WORK/h")" "0"
 check_match "shared limit: Retry-After" "$(header Retry-After "$WORK/h")" '^[1-9][0-9]*$'
-check "limiter state is in Redis (per quota, per client)" "$(rcli exists sluice:rl:3:4:127.0.0.9)" "1"
+check "limiter state is in Redis (per quota, per client)" "$(rcli exists sluice:rl:1:4:127.0.0.9)" "1"
 
 # ---- Redis stalled: bounded by --redis-timeout-ms, never a hang ---------------------------------
 "${CURL[@]}" -o /dev/null "$BASE/users/5"   # cached now, stale in 1.5 s
