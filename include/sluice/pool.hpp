@@ -63,6 +63,15 @@
 //   if (auto lease = pool.acquire(std::chrono::milliseconds(200)); lease.ok()) {
 //     if (!(*lease)->query("...").ok()) lease->mark_broken();   // discarded, not reused
 //   }                                                          // returned here
+//
+// With an event-loop driver, the factory starts the I/O and calls back (used through
+// sluice::asio::async_acquire, no thread waits; sluice/redis/pool.hpp is a complete example):
+//   factory.async_create = [ex](auto deadline,
+//                               sluice::pool_callback<absl::StatusOr<db_conn>> done) {
+//     db_conn::async_open(ex, url, deadline, [done = std::move(done)](auto result) mutable {
+//       std::move(done)(std::move(result));  // on any thread
+//     });
+//   };
 #pragma once
 
 #include <algorithm>
@@ -546,17 +555,15 @@ class pool_core {
   template <class F>
   void start_create(std::uint32_t index, time_point deadline, F on_done) {
     if (!(clock_.now() < deadline)) {
-      on_done(finish_create(
-          index, absl::DeadlineExceededError("sluice::pool: deadline passed"), deadline));
+      on_done(finish_create(index, absl::DeadlineExceededError("sluice::pool: deadline passed"),
+                            deadline));
       return;
     }
-    factory_.async_create(
-        deadline,
-        make_pool_callback<absl::StatusOr<Connection>>(
-            [this, index, deadline, f = std::move(on_done)](
-                absl::StatusOr<Connection> made) mutable {
-              f(finish_create(index, std::move(made), deadline));
-            }));
+    factory_.async_create(deadline, make_pool_callback<absl::StatusOr<Connection>>(
+                                        [this, index, deadline, f = std::move(on_done)](
+                                            absl::StatusOr<Connection> made) mutable {
+                                          f(finish_create(index, std::move(made), deadline));
+                                        }));
   }
 
   // Publishes slot `index` (owned by the caller, reserved) as idle.
@@ -912,10 +919,9 @@ class pool_core {
   absl::StatusOr<Connection> create_blocking(time_point deadline) {
     if (factory_.create) return factory_.create(deadline);
     auto result = std::make_shared<pool_blocking_result<absl::StatusOr<Connection>>>();
-    factory_.async_create(deadline, make_pool_callback<absl::StatusOr<Connection>>(
-                                        [result](absl::StatusOr<Connection> made) {
-                                          result->set(std::move(made));
-                                        }));
+    factory_.async_create(
+        deadline, make_pool_callback<absl::StatusOr<Connection>>(
+                      [result](absl::StatusOr<Connection> made) { result->set(std::move(made)); }));
     return result->wait();
   }
 
@@ -923,9 +929,8 @@ class pool_core {
   absl::Status validate_blocking(Connection& c) {
     if (factory_.validate) return factory_.validate(c);
     auto result = std::make_shared<pool_blocking_result<absl::Status>>();
-    factory_.async_validate(c, make_pool_callback<absl::Status>([result](absl::Status st) {
-                              result->set(std::move(st));
-                            }));
+    factory_.async_validate(c, make_pool_callback<absl::Status>(
+                                   [result](absl::Status st) { result->set(std::move(st)); }));
     return result->wait();
   }
 

@@ -1,5 +1,3 @@
-#include "sluice/redis/pool.hpp"
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -20,6 +18,7 @@
 #include "sluice/redis/connection.hpp"
 #include "sluice/redis/error.hpp"
 #include "sluice/redis/gcra_limiter.hpp"
+#include "sluice/redis/pool.hpp"
 
 #include "catch.hpp"
 #include "redis_support.hpp"
@@ -83,17 +82,28 @@ TEST_CASE("redis_pool: make validates options", "[redis_pool]") {
   CHECK(redis::connection_pool::make(io.get_executor(), o).ok());
 }
 
+TEST_CASE("redis_pool: which completions break a connection", "[redis_pool]") {
+  CHECK_FALSE(redis::breaks_connection({}));
+  CHECK_FALSE(redis::breaks_connection(net::error::operation_aborted));  // the caller cancelled
+  CHECK(redis::breaks_connection(sluice::asio::error::deadline_exceeded));  // maybe stalled
+  CHECK(redis::breaks_connection(sluice::asio::error::data_loss));
+  CHECK(redis::breaks_connection(sluice::asio::error::unavailable));
+  CHECK(redis::breaks_connection(net::error::connection_reset));
+  CHECK(redis::breaks_connection(net::error::eof));
+}
+
 TEST_CASE("redis_pool: many concurrent commands never open more than max_size connections",
           "[redis_pool]") {
   sluice_test::redis_server server;
   net::io_context io;
   run_bounded(io, [&]() -> awaitable<void> {
     auto pool = make_pool(io, {.server = server.endpoint(),
-                               .pool = [] {
-                                 auto p = redis::default_redis_pool_options();
-                                 p.max_size = 4;
-                                 return p;
-                               }(),
+                               .pool =
+                                   [] {
+                                     auto p = redis::default_redis_pool_options();
+                                     p.max_size = 4;
+                                     return p;
+                                   }(),
                                .acquire_timeout = 5s,
                                .maintenance_interval = 50ms});
     redis::connection admin(io);
@@ -162,12 +172,13 @@ TEST_CASE("redis_pool: Redis error replies keep the connection, timeouts replace
   run_bounded(io, [&]() -> awaitable<void> {
     auto pool = make_pool(io, {.server = server.endpoint(),
                                .connection = {.command_timeout = 150ms},
-                               .pool = [] {
-                                 auto p = redis::default_redis_pool_options();
-                                 p.max_size = 4;
-                                 p.min_idle = 0;
-                                 return p;
-                               }(),
+                               .pool =
+                                   [] {
+                                     auto p = redis::default_redis_pool_options();
+                                     p.max_size = 4;
+                                     p.min_idle = 0;
+                                     return p;
+                                   }(),
                                .acquire_timeout = 2s});
     const std::string k = pool_key("wrongtype");
     co_await redis::async_set(*pool, k, "string", {}, use_awaitable);

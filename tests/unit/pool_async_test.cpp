@@ -1,5 +1,3 @@
-#include "sluice/pool.hpp"
-
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -22,6 +20,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "sluice/pool.hpp"
 #include <sluice/asio/pool.hpp>
 #include <sluice/detail/mutex.hpp>
 #include <sluice/testing/manual_clock.hpp>
@@ -321,8 +320,8 @@ TEST_CASE("pool_async: keep-alive pings run asynchronously from maintain", "[poo
   async_backend b;
   manual_clock clock;
   net::io_context io;
-  auto p = make_mpool(b, clock, {.max_size = 2, .idle_timeout = 0ns, .keepalive_interval = 2min},
-                      true);
+  auto p =
+      make_mpool(b, clock, {.max_size = 2, .idle_timeout = 0ns, .keepalive_interval = 2min}, true);
   outcome o;
   sluice::asio::async_acquire(p, 1s, record(io, o));
   io.poll();
@@ -334,7 +333,7 @@ TEST_CASE("pool_async: keep-alive pings run asynchronously from maintain", "[poo
   auto r = p.maintain();
   CHECK(r.keepalive_checked == 1);
   CHECK(r.pending == 1);
-  CHECK(p.stats().idle == 0);  // reserved until the ping answers
+  CHECK(p.stats().idle == 0);                  // reserved until the ping answers
   CHECK(p.maintain().keepalive_checked == 0);  // not pinged twice
   std::thread([&] { b.finish_ping(true); }).join();
   CHECK(p.stats().idle == 1);
@@ -461,8 +460,7 @@ TEST_CASE("pool_async: a pool destroyed during an async create is freed by its c
   CHECK(b.alive == 0);
 }
 
-TEST_CASE("pool_async: stress with async creates completing on another thread",
-          "[pool_async]") {
+TEST_CASE("pool_async: stress with async creates completing on another thread", "[pool_async]") {
   const int io_threads = GENERATE(1, 2);
   std::atomic<int> alive{0}, max_alive{0}, opened{0};
   net::thread_pool factory_loop(1);
@@ -477,7 +475,8 @@ TEST_CASE("pool_async: stress with async creates completing on another thread",
     });
   };
   f.async_validate = [&](aconn&, sluice::pool_callback<absl::Status> done) {
-    net::post(factory_loop, [done = std::move(done)]() mutable { std::move(done)(absl::OkStatus()); });
+    net::post(factory_loop,
+              [done = std::move(done)]() mutable { std::move(done)(absl::OkStatus()); });
   };
   f.close = [&](aconn&) { --alive; };
   auto made = sluice::pool<aconn>::make(std::move(f), {.max_size = 3, .validation_bypass = 0ns});

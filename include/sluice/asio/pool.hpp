@@ -272,8 +272,7 @@ class acquire_op final
       boost::asio::post(ex, [self = std::move(self)] {
         int expected = in_flight;
         // Acq_rel: see give_up. Back to idle_phase: the retry may queue or start another call.
-        if (self->phase_.compare_exchange_strong(expected, idle_phase,
-                                                 std::memory_order_acq_rel)) {
+        if (self->phase_.compare_exchange_strong(expected, idle_phase, std::memory_order_acq_rel)) {
           self->attempt(false);
         }
       });
@@ -282,14 +281,15 @@ class acquire_op final
 
   void post_finish(boost::system::error_code ec, lease_type lease) {
     auto& ex = executor_;
-    boost::asio::post(ex, [self = this->shared_from_this(), ec, lease = std::move(lease)]() mutable {
-      int expected = in_flight;
-      // Acq_rel: see give_up. Losing means the operation was cancelled: the lease is dropped
-      // here and its connection returned to the pool.
-      if (self->phase_.compare_exchange_strong(expected, finished, std::memory_order_acq_rel)) {
-        self->complete(ec, std::move(lease));
-      }
-    });
+    boost::asio::post(
+        ex, [self = this->shared_from_this(), ec, lease = std::move(lease)]() mutable {
+          int expected = in_flight;
+          // Acq_rel: see give_up. Losing means the operation was cancelled: the lease is dropped
+          // here and its connection returned to the pool.
+          if (self->phase_.compare_exchange_strong(expected, finished, std::memory_order_acq_rel)) {
+            self->complete(ec, std::move(lease));
+          }
+        });
   }
 
   void complete(boost::system::error_code ec, lease_type lease) {

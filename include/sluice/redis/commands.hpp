@@ -55,8 +55,7 @@ struct is_redis_client<Client, std::void_t<decltype(std::declval<Client&>().get_
                                            decltype(std::declval<Client&>().async_exec(
                                                std::declval<redis::command>(),
                                                std::declval<std::chrono::milliseconds>(),
-                                               redis_client_probe_handler{}))>>
-    : std::true_type {};
+                                               redis_client_probe_handler{}))>> : std::true_type {};
 template <class Client>
 using enable_if_redis_client = std::enable_if_t<is_redis_client<Client>::value, int>;
 
@@ -142,8 +141,8 @@ auto async_hgetall(Client& conn, std::string_view key, CompletionToken&& token) 
 
 // Sets `field` of hash `key` to `value` with HSET. Reply: integer, 1 when the field is new.
 template <class Client, class CompletionToken, detail::enable_if_redis_client<Client> = 0>
-auto async_hset(Client& conn, std::string_view key, std::string_view field,
-                std::string_view value, CompletionToken&& token) {
+auto async_hset(Client& conn, std::string_view key, std::string_view field, std::string_view value,
+                CompletionToken&& token) {
   return conn.async_exec(command{"HSET", key, field, value}, std::forward<CompletionToken>(token));
 }
 

@@ -122,8 +122,7 @@ class gcra_limiter {
   // Returns a limiter running its script through `pool` (each decision on a pooled connection),
   // or InvalidArgument when `opts.limits.validate()` fails. The pool must outlive the limiter's
   // operations. A pool that fails fast (backend down) counts as Redis unreachable.
-  static absl::StatusOr<std::unique_ptr<gcra_limiter>> create(connection_pool& pool,
-                                                              options opts) {
+  static absl::StatusOr<std::unique_ptr<gcra_limiter>> create(connection_pool& pool, options opts) {
     if (auto s = opts.limits.validate(); !s.ok()) return s;
     return std::unique_ptr<gcra_limiter>(new gcra_limiter(nullptr, &pool, std::move(opts)));
   }

@@ -238,25 +238,25 @@ class connection_pool : public std::enable_shared_from_this<connection_pool> {
         timer_(strand_) {}
 
   static sluice::pool_factory<connection> make_factory(const executor_type& ex,
-                                                      const connection_pool_options& options) {
+                                                       const connection_pool_options& options) {
     sluice::pool_factory<connection> f;
     f.async_create = [ex, server = options.server, copts = options.connection](
                          std::chrono::steady_clock::time_point deadline,
                          sluice::pool_callback<absl::StatusOr<connection>> done) {
       connection_options o = copts;
       // Honour the pool's deadline: the connect may not outlast it.
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       o.connect_timeout = std::max(std::chrono::milliseconds(1), std::min(o.connect_timeout, left));
       auto conn = std::make_shared<connection>(ex, o);
-      conn->async_connect(server, [conn, done = std::move(done)](
-                                      const boost::system::error_code& ec) mutable {
-        if (ec) {
-          std::move(done)(sluice::asio::to_status(ec));
-        } else {
-          std::move(done)(std::move(*conn));
-        }
-      });
+      conn->async_connect(
+          server, [conn, done = std::move(done)](const boost::system::error_code& ec) mutable {
+            if (ec) {
+              std::move(done)(sluice::asio::to_status(ec));
+            } else {
+              std::move(done)(std::move(*conn));
+            }
+          });
     };
     f.async_validate = [timeout = options.ping_timeout](connection& conn,
                                                         sluice::pool_callback<absl::Status> done) {
@@ -264,11 +264,11 @@ class connection_pool : public std::enable_shared_from_this<connection_pool> {
         std::move(done)(absl::UnavailableError("sluice::redis: connection is down"));
         return;
       }
-      conn.async_exec(command{"PING"}, timeout,
-                      [done = std::move(done)](const boost::system::error_code& ec,
-                                               const reply& r) mutable {
-                        std::move(done)(to_status(ec, r));
-                      });
+      conn.async_exec(
+          command{"PING"}, timeout,
+          [done = std::move(done)](const boost::system::error_code& ec, const reply& r) mutable {
+            std::move(done)(to_status(ec, r));
+          });
     };
     return f;
   }
