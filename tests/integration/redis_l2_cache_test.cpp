@@ -17,6 +17,7 @@
 
 #include "sluice/redis/connection.hpp"
 #include "sluice/redis/l2_cache.hpp"
+#include "sluice/redis/pool.hpp"
 #include "sluice/redis/subscriber.hpp"
 #include "sluice/testing/manual_clock.hpp"
 
@@ -425,4 +426,76 @@ TEST_CASE("redis_l2_cache: pub/sub invalidation between two instances",
     CHECK(co_await eventually([&] { return listeners_done == 2; }));
   });
   CHECK(listeners_done == 2);
+}
+
+TEST_CASE("redis_l2_cache: over a connection_pool: single flight, stale while down, recovery",
+          "[redis_l2_cache][integration]") {
+  sluice_test::redis_server server;
+  net::io_context io;
+  run_bounded(io, [&]() -> awaitable<void> {
+    auto pool = redis::connection_pool::make(io.get_executor(), {.server = server.endpoint()});
+    REQUIRE(pool.ok());
+    manual_clock clock;
+    const std::string prefix = unique_prefix("pool");
+    using pooled_l2 = redis::l2_cache<std::string, redis::connection_pool,
+                                      redis::l2_codec<std::string>, manual_clock>;
+    auto opts = options_for(prefix);
+    // The breaker stays closed here (the manual clock would keep it open while the pool
+    // reconnects on real time); test_options' breaker is covered by the other cases.
+    opts.breaker.minimum_calls = 100;
+    opts.breaker.window.window_size = 100;
+    auto c = pooled_l2::create(**pool, opts, {}, clock);
+    REQUIRE(c.ok());
+    pooled_l2& cache = **c;
+    int loads = 0;
+    auto loader = [&](const std::string& key) -> awaitable<absl::StatusOr<std::string>> {
+      ++loads;
+      net::steady_timer slow(co_await net::this_coro::executor, 20ms);
+      co_await slow.async_wait(use_awaitable);
+      co_return "value of " + key;
+    };
+
+    constexpr int callers = 20;
+    int finished = 0;
+    for (int i = 0; i < callers; ++i) {
+      net::co_spawn(
+          io,
+          [&]() -> awaitable<void> {
+            auto [ec, r] = co_await cache.async_get_or_load("hot", loader, tuple);
+            CHECK_FALSE(ec);
+            CHECK(r.value == "value of hot");
+            ++finished;
+          },
+          net::detached);
+    }
+    CHECK(co_await eventually([&] { return finished == callers; }));
+    CHECK(loads == 1);
+    auto [eg, stored] = co_await (*pool)->async_exec(redis::command{"GET", prefix + "hot"}, tuple);
+    CHECK(stored.str() == "value of hot");
+
+    // Down: the stale copy is served through the pool's failures.
+    clock.advance(15s);
+    server.kill();
+    auto [ec1, r1] = co_await cache.async_get("hot", tuple);
+    CHECK_FALSE(ec1);
+    REQUIRE(r1.has_value());
+    CHECK(r1->source == redis::l2_source::stale);
+
+    // Back (empty): the pool reconnects by itself; the next load goes through to Redis again.
+    server.restart();
+    bool recovered = false;
+    for (int attempt = 0; attempt < 100 && !recovered; ++attempt) {
+      auto [ec, r] = co_await cache.async_get_or_load("hot", loader, tuple);
+      recovered = !ec && r.source == redis::l2_source::loaded;
+      if (!recovered) {
+        net::steady_timer pause(co_await net::this_coro::executor, 20ms);
+        co_await pause.async_wait(use_awaitable);
+      }
+    }
+    CHECK(recovered);
+    CHECK(loads == 2);
+    auto [eg2, again] = co_await (*pool)->async_exec(redis::command{"GET", prefix + "hot"}, tuple);
+    CHECK(again.str() == "value of hot");
+    (*pool)->close();
+  });
 }
