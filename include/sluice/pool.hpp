@@ -1299,7 +1299,8 @@ class pool {
 
   // Lends a connection: an idle one (lock-free, no allocation), else a new one if below max_size
   // (opened on this thread with `deadline`), else waits in FIFO order until `deadline` on the
-  // pool's clock. Errors: see the top of this file.
+  // pool's clock. Errors: see the top of this file. With asynchronous factory hooks it blocks
+  // until their callbacks run: never call it on the thread that runs the factory's I/O.
   [[nodiscard]] absl::StatusOr<lease> acquire_until(time_point deadline,
                                                     acquire_site site = acquire_site::current()) {
     lease out;
