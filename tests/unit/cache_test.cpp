@@ -18,6 +18,8 @@
 
 #include "sluice/cache/sweeper.hpp"
 #include "sluice/detail/mutex.hpp"
+#include "sluice/detail/cache_epoch.hpp"
+#include "sluice/detail/cache_read_index.hpp"
 #include "sluice/detail/cache_sketch.hpp"
 #include "sluice/detail/cache_timer_wheel.hpp"
 #include "sluice/testing/manual_clock.hpp"
@@ -746,4 +748,61 @@ TEST_CASE("cache: the default refresher runs many refreshes on one shared thread
   sluice::detail::mutex_lock lock(mu);
   // The 200 initial loads ran here; every reload ran on the one background thread.
   CHECK(threads.size() == 2);
+}
+
+TEST_CASE("cache: an epoch read section holds back reclamation until it ends", "[cache]") {
+  auto& domain = sluice::detail::cache_epoch::instance();
+  std::uint64_t tag = 0;
+  {
+    sluice::detail::cache_epoch_guard outer;
+    tag = domain.advance();  // something retired while this thread reads
+    const std::uint64_t held = domain.oldest_active();
+    CHECK(held <= tag);  // the batch tagged `tag` may not be freed yet
+    {
+      sluice::detail::cache_epoch_guard inner;  // nesting keeps the outer epoch
+      CHECK(domain.oldest_active() == held);
+    }
+    CHECK(domain.oldest_active() == held);
+    // Another thread entering now announces a newer epoch and does not hold the batch back.
+    std::uint64_t other = 0;
+    std::thread([&] {
+      sluice::detail::cache_epoch_guard g;
+      other = domain.oldest_active();
+    }).join();
+    CHECK(other == held);
+  }
+  // No thread of this test reads any more: the batch may go (no other test's thread reads now).
+  CHECK(domain.oldest_active() > tag);
+}
+
+TEST_CASE("cache: the read index finds, replaces and erases under probing", "[cache]") {
+  using sluice::detail::cache_node_base;
+  using sluice::detail::cache_read_index;
+  cache_read_index index;
+  std::vector<cache_node_base> nodes(200);
+  std::vector<cache_read_index::table*> retired;
+  // Every node gets the same low hash bits, so they all probe one run of slots.
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    nodes[i].hash = (static_cast<std::uint64_t>(i) << 32) | 5;
+    if (auto* t = index.insert(nodes[i].hash, &nodes[i])) retired.push_back(t);
+  }
+  const auto find = [&](std::size_t i) {
+    return index.find(nodes[i].hash, [&](const cache_node_base* n) { return n == &nodes[i]; });
+  };
+  for (std::size_t i = 0; i < nodes.size(); ++i) REQUIRE(find(i) == &nodes[i]);
+  for (std::size_t i = 0; i < nodes.size(); i += 2) index.erase(nodes[i].hash, &nodes[i]);
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    REQUIRE((find(i) != nullptr) == (i % 2 == 1));
+  }
+  cache_node_base other;
+  other.hash = nodes[1].hash;
+  index.replace(nodes[1].hash, &nodes[1], &other);
+  CHECK(index.find(other.hash, [&](const cache_node_base* n) { return n == &other; }) == &other);
+  CHECK(index.size() == 100);
+  const std::size_t before = index.capacity();
+  for (std::size_t i = 3; i < nodes.size(); i += 2) index.erase(nodes[i].hash, &nodes[i]);
+  if (auto* t = index.shrink_to_fit()) retired.push_back(t);
+  CHECK(index.capacity() < before);
+  CHECK(index.find(other.hash, [&](const cache_node_base* n) { return n == &other; }) == &other);
+  for (auto* t : retired) cache_read_index::free_table(t);
 }
