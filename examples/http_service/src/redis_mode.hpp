@@ -62,7 +62,8 @@ class redis_mode {
   // in Redis with the cache TTL (EX 60 by default) before it is returned. Concurrent misses of a
   // page in this process share one Redis lookup and one build (single flight). While Redis is
   // down: the last local copy (stale), else a freshly built page. `x_cache` is set to "HIT"
-  // (either level), "MISS" (built) or "STALE". Unavailable only if even that fails.
+  // (either level, or the stale local copy during an outage) or "MISS" (built). Unavailable only
+  // if even that fails.
   boost::asio::awaitable<absl::StatusOr<body_ptr>> get_page(std::int64_t page, page_builder build,
                                                             const char*& x_cache);
 

@@ -123,6 +123,9 @@ check_match "Redis down: breaker open" "$(cat "$WORK/m")" \
 "${CURL[@]}" --max-time 5 -D "$WORK/h" -o "$WORK/b" "$BASE/api/data?page=21"
 check "Redis down: /api/data still served" "$(head -1 "$WORK/h" | tr -d '\r')" "HTTP/1.1 200 OK"
 check_match "Redis down: /api/data built" "$(cat "$WORK/b")" '^\{"page":21,"items":\[\{"id":2100,'
+"${CURL[@]}" --max-time 5 -D "$WORK/h" -o "$WORK/b" "$BASE/api/data?page=11"
+check "Redis down: a page seen before served from its local copy" \
+  "$(header X-Cache "$WORK/h"):$(cmp -s "$WORK/b" "$WORK/p11" && echo same)" "HIT:same"
 check "Redis down: rate limit fails open (local)" "$(status "$BASE/hello")" "200"
 down=""
 for _ in $(seq 1 40); do
