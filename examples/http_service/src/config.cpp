@@ -52,7 +52,9 @@ ABSL_FLAG(std::string, log, "-", "log file (rotated by size), or - for standard 
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
 ABSL_FLAG(int64_t, log_max_mb, 100, "size in MiB at which the log file is rotated");
 ABSL_FLAG(int32_t, log_files, 5, "rotated log files kept besides the current one");
-ABSL_FLAG(int32_t, seed_users, 1000, "users 1..N in the embedded store");
+ABSL_FLAG(int32_t, seed_users, 1000,
+          "users 1..N in the store (with --redis: created in Redis where missing, at start-up and "
+          "after Redis restarted empty)");
 ABSL_FLAG(int32_t, drain_seconds, 10,
           "on SIGTERM/SIGINT, how long in-flight requests may take before connections are closed");
 ABSL_FLAG(int32_t, header_timeout_seconds, 10,
@@ -65,8 +67,8 @@ ABSL_FLAG(std::string, port_file, "",
           "once listening, write the bound port to this file (for scripts using port 0)");
 ABSL_FLAG(std::string, redis, "",
           "redis://[[user]:password@]host[:port][/db]: keep users, /api/data pages and the rate "
-          "limits in this Redis, shared by every instance using it (also from SLUICE_REDIS_URL; "
-          "empty: the embedded in-process store)");
+          "limits in this Redis, shared by every instance using it (empty: the embedded "
+          "in-process store)");
 ABSL_FLAG(int64_t, redis_timeout_ms, 250,
           "deadline of each Redis command; a slower answer counts as a store failure");
 ABSL_FLAG(std::string, store_fault_file, "",
@@ -112,8 +114,10 @@ std::string env_name(absl::string_view flag) {
   for (auto* flag : flags) {
     std::string name(flag->Name());
     std::replace(name.begin(), name.end(), '_', '-');
+    // The Redis URL's variable is the contract's SLUICE_REDIS_URL (SLUICE_REDIS works too).
+    const std::string env = flag->Name() == "redis" ? "SLUICE_REDIS_URL" : env_name(flag->Name());
     out += "  --" + name + "  " + flag->Help() + "\n      default: \"" + flag->DefaultValue() +
-           "\"  env: " + env_name(flag->Name()) + "\n";
+           "\"  env: " + env + "\n";
   }
   out += "  --help  print this and exit\n";
   std::fputs(out.c_str(), stdout);

@@ -8,6 +8,7 @@ out="$("$BIN" --help)"; rc=$?
 check "--help exits 0" "$rc" "0"
 check_match "--help lists --max-upload-mb" "$out" "--max-upload-mb"
 check_match "--help names the env twin" "$out" "SLUICE_MAX_UPLOAD_MB"
+check_match "--help names SLUICE_REDIS_URL" "$out" "--redis .*env: SLUICE_REDIS_URL"
 rc=0; err="$("$BIN" --no-such-flag 2>&1)" || rc=$?
 check "unknown flag exits 2" "$rc" "2"
 check "unknown flag: one line" "$(printf '%s\n' "$err" | wc -l)" "1"

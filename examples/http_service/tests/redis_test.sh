@@ -172,8 +172,10 @@ check "second instance exit status" "$WAIT_RC" "0"
 
 # ---- a Redis that is down at start-up -----------------------------------------------------------
 kill_redis
-start_server --redis "$REDIS_URL" --seed-users 5
+SLUICE_REDIS_URL="$REDIS_URL" start_server --seed-users 5  # the contract's variable this time
 check "started without Redis: /healthz" "$(status "$BASE/healthz")" "200"
+check_match "SLUICE_REDIS_URL selects the Redis store" "$("${CURL[@]}" "$BASE/readyz")" '"store":"redis"'
+
 check "started without Redis: /readyz 503" "$(status "$BASE/readyz")" "503"
 check "started without Redis: /users 503" "$(status "$BASE/users/1")" "503"
 start_redis "$old_port"
