@@ -569,6 +569,17 @@ class pool_core {
   // Publishes slot `index` (owned by the caller, reserved) as idle.
   void publish_reserved(std::uint32_t index) { publish_idle(index, reserved); }
 
+  // Gives back slot `index`, reserved for a connect that will not be made (its acquirer was
+  // dropped before it ran), and lets queued waiters have the capacity. Takes mu_.
+  void cancel_create(std::uint32_t index) {
+    mutex_lock lock(mu_);
+    creating_.fetch_sub(1, std::memory_order_relaxed);
+    release_slot_locked(index);
+    probe_in_flight_ = false;
+    dispatch_locked(clock_.now());
+    drained_cv_.notify_all();
+  }
+
   // Opens a connection in reserved slot `index` (no lock held). On success the slot (still
   // reserved) belongs to the caller; on failure the reservation is given back and the backend
   // marked down.

@@ -543,3 +543,67 @@ TEST_CASE("pool_async: stress with async creates completing on another thread", 
   CHECK(static_cast<int>(s.size) == alive);
   CHECK(s.created - s.closed == s.size);
 }
+
+TEST_CASE("pool_async: a hand-over its executor drops unrun gives the connection back",
+          "[pool_async]") {
+  async_backend b;
+  manual_clock clock;
+  net::io_context io;
+  auto p = make_mpool(b, clock, {.max_size = 1});
+  outcome first;
+  sluice::asio::async_acquire(p, 1s, record(io, first));
+  io.poll();
+  b.finish_create(true);
+  io.restart();
+  io.run();
+  REQUIRE(static_cast<bool>(first.lease));
+  {
+    // A second operation on an executor that is destroyed before it runs anything (a worker
+    // context shut down): it queues, the lease comes back and is handed to it, and the posted
+    // step is destroyed unrun.
+    net::io_context dying;
+    outcome second;
+    sluice::asio::async_acquire(p, 1h, record(dying, second));
+    CHECK(p.stats().waiters == 1);
+    first.lease.release();
+    CHECK(p.stats().waiters == 0);
+    CHECK_FALSE(second.ec.has_value());
+  }
+  // The connection is idle again, not stuck reserved for an operation that will never act.
+  CHECK(p.stats().idle == 1);
+  CHECK(p.stats().size == 1);
+  auto again = p.try_acquire();
+  REQUIRE(again.has_value());
+  CHECK((*again)->id == 1);
+  CHECK(b.create_calls == 1);
+}
+
+TEST_CASE("pool_async: a connect slot its executor drops unrun is given back",
+          "[pool_async]") {
+  async_backend b;
+  manual_clock clock;
+  auto p = make_mpool(b, clock, {.max_size = 1});
+  {
+    // The first step (open a connection in a reserved slot) is posted to an executor that is
+    // destroyed before it runs: no connect starts.
+    net::io_context dying;
+    outcome o;
+    sluice::asio::async_acquire(p, 1h, record(dying, o));
+    CHECK(p.stats().pending_creates == 1);
+  }
+  CHECK(b.create_calls == 0);
+  CHECK(p.stats().size == 0);
+  CHECK(p.stats().pending_creates == 0);
+  // The capacity is free: the next acquire connects instead of queueing until its deadline.
+  net::io_context io;
+  outcome next;
+  sluice::asio::async_acquire(p, 1s, record(io, next));
+  io.poll();
+  REQUIRE(b.pending_creates() == 1);
+  b.finish_create(true);
+  io.restart();
+  io.run();
+  REQUIRE(next.ec.has_value());
+  CHECK_FALSE(*next.ec);
+  CHECK(static_cast<bool>(next.lease));
+}

@@ -96,16 +96,13 @@ class acquire_op final
   void on_wake(sluice::detail::pool_wake kind, std::uint32_t index,
                const absl::Status& status) override {
     timer_.cancel();
-    auto self = std::move(keep_);
-    boost::asio::post(executor_, [self = std::move(self), kind, index, status]() {
-      sluice::detail::pool_step step;
-      step.index = index;
-      step.status = status;
-      step.kind = kind == sluice::detail::pool_wake::handed   ? sluice::detail::pool_step::got
-                  : kind == sluice::detail::pool_wake::create ? sluice::detail::pool_step::create
-                                                              : sluice::detail::pool_step::failed;
-      self->act(std::move(step));
-    });
+    sluice::detail::pool_step step;
+    step.index = index;
+    step.status = status;
+    step.kind = kind == sluice::detail::pool_wake::handed   ? sluice::detail::pool_step::got
+                : kind == sluice::detail::pool_wake::create ? sluice::detail::pool_step::create
+                                                            : sluice::detail::pool_step::failed;
+    boost::asio::post(executor_, posted_step(std::move(keep_), std::move(step)));
   }
 
  private:
@@ -115,6 +112,41 @@ class acquire_op final
     in_flight = 1,   // an asynchronous connect or validation runs for this operation
     finished = 2,    // completed (or cancelled) while in flight
   };
+
+  // A step handed to the handler's executor. If the executor destroys it unrun (its context was
+  // shut down first), the slot it carries goes back to the pool: an idle connection is published
+  // again, a reservation for a connect is released. No slot stays reserved for an operation that
+  // will never act.
+  class posted_step {
+   public:
+    posted_step(std::shared_ptr<acquire_op> self, sluice::detail::pool_step step)
+        : self_(std::move(self)), step_(std::move(step)) {}
+    posted_step(posted_step&&) noexcept = default;
+    posted_step& operator=(posted_step&&) = delete;
+    posted_step(const posted_step&) = delete;
+    posted_step& operator=(const posted_step&) = delete;
+    ~posted_step() {
+      if (self_ != nullptr) self_->abandon(step_);
+    }
+    // Runs the step (once).
+    void operator()() {
+      std::shared_ptr<acquire_op> self = std::move(self_);
+      self->act(std::move(step_));
+    }
+
+   private:
+    std::shared_ptr<acquire_op> self_;  // null once run or moved from
+    sluice::detail::pool_step step_;
+  };
+
+  // Gives back what an unrun step holds (see posted_step).
+  void abandon(const sluice::detail::pool_step& step) {
+    if (step.kind == sluice::detail::pool_step::got) {
+      core_.publish_reserved(step.index);
+    } else if (step.kind == sluice::detail::pool_step::create) {
+      core_.cancel_create(step.index);
+    }
+  }
 
   void attempt(bool initiating) {
     sluice::detail::pool_step step;
@@ -127,10 +159,7 @@ class acquire_op final
       }
     }
     if (initiating) {
-      boost::asio::post(executor_,
-                        [self = this->shared_from_this(), step = std::move(step)]() mutable {
-                          self->act(std::move(step));
-                        });
+      boost::asio::post(executor_, posted_step(this->shared_from_this(), std::move(step)));
     } else {
       act(std::move(step));
     }
