@@ -806,3 +806,27 @@ TEST_CASE("cache: the read index finds, replaces and erases under probing", "[ca
   CHECK(index.find(other.hash, [&](const cache_node_base* n) { return n == &other; }) == &other);
   for (auto* t : retired) cache_read_index::free_table(t);
 }
+
+namespace {
+// Uses a cache from its destructor, which a thread runs after the cache's own per-thread state
+// was torn down when this object was created first.
+struct uses_cache_at_thread_exit {
+  sluice::cache<int, int>* c = nullptr;
+  ~uses_cache_at_thread_exit() {
+    if (c == nullptr) return;
+    c->put(1, 2);
+    if (c->get(1) != std::optional<int>(2)) std::abort();
+  }
+};
+}  // namespace
+
+TEST_CASE("cache: a thread_local destructor may still use a cache", "[cache]") {
+  sluice::cache<int, int> c({.max_entries = 100, .shards = 1, .background_sweep = false});
+  std::thread([&c] {
+    thread_local uses_cache_at_thread_exit user;
+    user.c = &c;
+    // Registers this thread's epoch slot after `user` (no Catch2 assertion off the main thread).
+    if (c.get(0).has_value()) std::abort();
+  }).join();
+  CHECK(c.get(1) == std::optional<int>(2));
+}

@@ -143,15 +143,28 @@ class cache_epoch {
  private:
   struct holder {
     slot* s;
-    holder() : s(instance().acquire_slot()) {}
-    ~holder() { instance().release_slot(s); }
+    slot** cached;
+    bool* exited;
+    holder(slot*& c, bool& e) : s(instance().acquire_slot()), cached(&c), exited(&e) { c = s; }
+    ~holder() {
+      *cached = nullptr;
+      *exited = true;
+      instance().release_slot(s);
+    }
     holder(const holder&) = delete;
     holder& operator=(const holder&) = delete;
   };
 
   static slot& register_thread(slot*& cached) {
-    thread_local holder h;
-    cached = h.s;
+    // Trivial, so still readable while the thread's other thread_locals are destroyed.
+    thread_local bool exited = false;
+    if (exited) {
+      // A cache used from a thread_local destructor that runs after the holder's: give the
+      // thread a slot of its own for the rest of its life (never reused, so never shared).
+      cached = instance().acquire_slot();
+      return *cached;
+    }
+    thread_local holder h(cached, exited);
     return *h.s;
   }
 
