@@ -39,7 +39,10 @@
 // shard lock, 16 hits at a time, by whichever reader fills it (if the lock is free; a busy
 // shard drops the hit, never a value). With expire_after_access, get() takes the shard lock (a
 // hit moves the deadline). get_or_load, get_stale and all writes take the shard lock. Values are
-// returned by copy: use a cheap-to-copy Value (a shared_ptr for big ones).
+// returned by copy: use a cheap-to-copy Value (a shared_ptr for big ones). Memory: a removed or
+// replaced entry is freed with its shard's next batch of 64 removals (or the next sweep) once no
+// reader can still hold it, so its memory outlives its removal briefly; cleanup() and the sweeper
+// free everything readers have left.
 // The loader, the weigher and the removal listener are called without any cache lock held,
 // except the weigher, which is called before the lock is taken. None of them may destroy the
 // cache; the listener may call the cache.
@@ -313,8 +316,10 @@ class cache final : private detail::cache_sweepable {
   }
 
   // Returns the fresh value of `key`, or nullopt (absent, expired, or cached as not found).
-  // Records the access for the eviction policy. Takes the key's shard lock briefly; does not
-  // allocate unless copying Value does.
+  // Records the access for the eviction policy. Never blocks: lock-free (replaying a full read
+  // buffer only try_locks the shard), unless expire_after_access is set (then it takes
+  // the key's shard lock briefly). Reads the clock once, only for an entry that expires. Does
+  // not allocate unless copying Value does (a thread's first call anywhere registers it, once).
   std::optional<Value> get(const Key& key) {
     const std::size_t h = hash_(key);
     shard& s = shard_for(h);
