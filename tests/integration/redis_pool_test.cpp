@@ -77,9 +77,31 @@ TEST_CASE("redis_pool: make validates options", "[redis_pool]") {
   CHECK(redis::connection_pool::make(io.get_executor(), o).status().code() ==
         absl::StatusCode::kInvalidArgument);
   o = {};
+  o.connection.connect_timeout = 0ms;  // every connect would time out: the pool never comes up
+  CHECK(redis::connection_pool::make(io.get_executor(), o).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  o = {};
+  o.connection.command_timeout = -1ms;
+  CHECK(redis::connection_pool::make(io.get_executor(), o).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  o = {};
   CHECK(o.pool.max_size == 16);  // the Redis defaults, not HikariCP's
   CHECK(o.pool.reconnect_backoff_max == 2s);
   CHECK(redis::connection_pool::make(io.get_executor(), o).ok());
+}
+
+TEST_CASE("redis_pool: close stops the maintenance timer at once", "[redis_pool]") {
+  // No server needed: nothing connects before the first maintenance pass.
+  net::io_context io;
+  redis::connection_pool_options o;
+  o.server.port = 1;
+  o.maintenance_interval = std::chrono::hours(1);
+  auto pool = make_pool(io, o);
+  pool->close();
+  // The pending maintenance wait no longer keeps the executor's run() going for an hour.
+  io.run_for(10s);
+  CHECK(io.stopped());
+  CHECK(pool->pool().stats().size == 0);
 }
 
 TEST_CASE("redis_pool: which completions break a connection", "[redis_pool]") {

@@ -54,6 +54,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/compose.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/system/error_code.hpp>
@@ -130,7 +131,8 @@ class connection_pool : public std::enable_shared_from_this<connection_pool> {
 
   // Validates `options` and creates a pool whose connections and maintenance run on `ex`;
   // connections are opened on first use and by maintenance (min_idle). InvalidArgument: an empty
-  // host, non-positive acquire_timeout, ping_timeout or maintenance_interval, or pool options
+  // host, non-positive acquire_timeout, ping_timeout, maintenance_interval or
+  // connection.connect_timeout, a negative connection.command_timeout, or pool options
   // sluice::pool rejects.
   [[nodiscard]] static absl::StatusOr<std::shared_ptr<connection_pool>> make(
       const executor_type& ex, connection_pool_options options) {
@@ -143,6 +145,12 @@ class connection_pool : public std::enable_shared_from_this<connection_pool> {
           "sluice::redis::connection_pool: acquire_timeout, ping_timeout and "
           "maintenance_interval must be positive");
     }
+    if (options.connection.connect_timeout.count() <= 0 ||
+        options.connection.command_timeout.count() < 0) {
+      return absl::InvalidArgumentError(
+          "sluice::redis::connection_pool: connection.connect_timeout must be positive and "
+          "connection.command_timeout not negative");
+    }
     auto made = pool_type::make(make_factory(ex, options), options.pool);
     if (!made.ok()) return made.status();
     std::shared_ptr<connection_pool> self(
@@ -154,7 +162,7 @@ class connection_pool : public std::enable_shared_from_this<connection_pool> {
   connection_pool(const connection_pool&) = delete;
   connection_pool& operator=(const connection_pool&) = delete;
   // Closes the pool (see close()).
-  ~connection_pool() { close(); }
+  ~connection_pool() { close_pool(); }
 
   // Returns the executor the connections and maintenance run on.
   [[nodiscard]] executor_type get_executor() const noexcept { return executor_; }
@@ -182,14 +190,25 @@ class connection_pool : public std::enable_shared_from_this<connection_pool> {
   // and leases for MULTI/EXEC or several commands on one connection.
   pool_type& pool() noexcept { return pool_; }
 
-  // Closes the pool: stops maintenance, fails queued and later commands with `unavailable`,
-  // closes idle connections now and leased ones when returned. Does not wait. Idempotent.
+  // Closes the pool: stops maintenance (its pending timer wait is cancelled, so it no longer
+  // keeps the executor busy), fails queued and later commands with `unavailable`, closes idle
+  // connections now and leased ones when returned. Does not wait. Idempotent.
   void close() {
+    close_pool();
+    // The timer belongs to the strand. (The destructor skips this: destroying the timer cancels
+    // its wait.)
+    boost::asio::post(strand_, [weak = weak_from_this()] {
+      if (auto self = weak.lock()) self->timer_.cancel();
+    });
+  }
+
+ private:
+  // Stops the maintenance loop at its next tick and closes the pool.
+  void close_pool() {
     closed_.store(true, std::memory_order_relaxed);
     (void)pool_.close(std::chrono::steady_clock::now());
   }
 
- private:
   // Leases a connection, runs the command, returns the connection (or discards it when broken).
   struct exec_op {
     std::shared_ptr<connection_pool> self;
