@@ -78,8 +78,8 @@
 // overwritten locally by the loaded value (bounded by local_ttl).
 // Time: local expiry and the breaker read the injected clock (default std::chrono::steady_clock);
 // Redis TTLs are Redis's; command deadlines are the client's (real time).
-// Cost: a local hit is one lock-protected lookup plus the post of the completion; a miss is a
-// coroutine and one Redis round trip.
+// Cost: a local hit is one sluice::cache::get (lock-free, see sluice/cache.hpp) plus the post of
+// the completion; a miss is a coroutine and one Redis round trip.
 //
 // Example:
 //   auto l2 = sluice::redis::l2_cache<std::string>::create(
