@@ -607,3 +607,57 @@ TEST_CASE("pool_async: a connect slot its executor drops unrun is given back",
   CHECK_FALSE(*next.ec);
   CHECK(static_cast<bool>(next.lease));
 }
+
+TEST_CASE("pool_async: a pool closed and destroyed while callbacks run on other threads",
+          "[pool_async]") {
+  const int io_threads = GENERATE(1, 2);
+  std::atomic<int> alive{0}, completed{0};
+  net::thread_pool factory_loop(2);
+  sluice::pool_factory<aconn> f;
+  f.async_create = [&](auto, sluice::pool_callback<absl::StatusOr<aconn>> done) {
+    net::post(factory_loop, [&, done = std::move(done)]() mutable {
+      ++alive;
+      std::move(done)(aconn{1});
+    });
+  };
+  f.async_validate = [&](aconn&, sluice::pool_callback<absl::Status> done) {
+    net::post(factory_loop,
+              [done = std::move(done)]() mutable { std::move(done)(absl::OkStatus()); });
+  };
+  f.close = [&](aconn&) { --alive; };
+  net::io_context io;
+  {
+    auto made = sluice::pool<aconn>::make(
+        std::move(f), {.max_size = 4, .min_idle = 2, .keepalive_interval = 1ns,
+                       .validation_bypass = 0ns});
+    REQUIRE(made.ok());
+    auto p = std::move(*made);
+    constexpr int coroutines = 8;
+    for (int c = 0; c < coroutines; ++c) {
+      net::co_spawn(
+          net::make_strand(io),
+          [&]() -> net::awaitable<void> {
+            for (int i = 0; i < 50; ++i) {
+              auto [ec, lease] =
+                  co_await sluice::asio::async_acquire(p, 10s, net::as_tuple(net::use_awaitable));
+              if (ec) break;  // closed
+              co_await net::post(co_await net::this_coro::executor, net::use_awaitable);
+            }
+            ++completed;
+          },
+          net::detached);
+    }
+    std::vector<std::thread> runners;
+    for (int t = 0; t < io_threads; ++t) runners.emplace_back([&] { io.run(); });
+    // Maintenance starts refills and keep-alive pings on the factory's threads, while the
+    // coroutines acquire; then the handle goes away with all of that still running.
+    for (int i = 0; i < 20; ++i) (void)p.maintain();
+    (void)p.close(std::chrono::steady_clock::now());
+    // p is destroyed at the end of this scope, with callbacks and operations maybe in flight.
+    for (auto& t : runners) t.join();
+  }
+  factory_loop.join();
+  INFO("io_threads=" << io_threads);
+  CHECK(completed == 8);
+  CHECK(alive == 0);
+}
