@@ -1319,7 +1319,9 @@ class pool {
     return acquire_slow(deadline, site, out);
   }
 
-  // Lends an idle connection if one is available right now; never waits or connects.
+  // Lends an idle connection if one is available right now; never queues or connects. It may
+  // validate the connection it found (see validation_bypass), which with `async_validate` blocks
+  // until the callback runs (see pool_factory).
   [[nodiscard]] std::optional<lease> try_acquire(acquire_site site = acquire_site::current()) {
     lease out;
     if (core_->try_fast(out, site)) return out;
