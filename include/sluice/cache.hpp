@@ -1003,16 +1003,22 @@ class cache final : private detail::cache_sweepable {
     }
   }
 
-  // Inserts or replaces `key` (the shard lock held, reads drained), evicting as needed.
-  void insert_locked(shard& s, const Key& key, std::size_t h, std::optional<Value>&& value,
+  // Makes the node a write publishes, before the shard lock is taken (the allocation and the
+  // copies stay out of the critical section). A write always makes a new node: lock-free readers
+  // may be reading the old one, whose key, value and deadlines never change once published.
+  static std::unique_ptr<node> make_node(const Key& key, std::optional<Value>&& value) {
+    return std::make_unique<node>(key, std::move(value));
+  }
+
+  // Inserts or replaces `key` with `fresh` (the shard lock held, reads drained), evicting as
+  // needed.
+  void insert_locked(shard& s, const Key& key, std::size_t h, std::unique_ptr<node> fresh,
                      std::uint32_t weight, std::int64_t ttl, pending& p)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     const bool needs_time = ttl > 0 || timed_ || s.wheel != nullptr;
     const std::int64_t now = needs_time ? now_ns() : 0;
     auto it = s.map.find(key, h);
-    // A write always makes a new node: lock-free readers may be reading the old one, whose key,
-    // value and deadlines never change once published.
-    node* n = new node(key, std::move(value));
+    node* n = fresh.release();
     n->hash = h;
     n->weight = weight;
     if (it != s.map.end()) {
@@ -1076,12 +1082,13 @@ class cache final : private detail::cache_sweepable {
     const std::uint32_t w = weigh(key, value);
     const std::size_t h = hash_(key);
     shard& s = shard_for(h);
+    std::unique_ptr<node> fresh = make_node(key, std::move(value));
     detail::cache_epoch_guard guard;
     pending p;
     {
       detail::mutex_lock lock(s.mu);
       drain_reads(s);
-      insert_locked(s, key, h, std::move(value), w, ttl.count(), p);
+      insert_locked(s, key, h, std::move(fresh), w, ttl.count(), p);
       maybe_reclaim(s, p);
     }
     finish(p);
@@ -1117,16 +1124,20 @@ class cache final : private detail::cache_sweepable {
     std::optional<Value> v;
     if (r.ok()) v = *r;
     const std::uint32_t w = weigh(key, v);
+    std::unique_ptr<node> fresh;
+    if (r.ok() || (absl::IsNotFound(r.status()) && opts_.negative_ttl.count() > 0)) {
+      fresh = make_node(key, std::move(v));
+    }
     {
       detail::mutex_lock lock(s.mu);
       drain_reads(s);
       if (r.ok()) {
         ++s.c.loads;
-        insert_locked(s, key, h, std::move(v), w, opts_.expire_after_write.count(), p);
+        insert_locked(s, key, h, std::move(fresh), w, opts_.expire_after_write.count(), p);
       } else if (absl::IsNotFound(r.status())) {
         ++s.c.loads_not_found;
         if (opts_.negative_ttl.count() > 0) {
-          insert_locked(s, key, h, std::nullopt, 1, opts_.negative_ttl.count(), p);
+          insert_locked(s, key, h, std::move(fresh), 1, opts_.negative_ttl.count(), p);
         } else if (refresh) {
           auto it = s.map.find(key, h);
           if (it != s.map.end()) erase_locked(s, it, p);
