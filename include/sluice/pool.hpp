@@ -792,6 +792,7 @@ class pool_core {
           // The slot stays reserved until the ping answers; the callback keeps or closes it.
           ++report.pending;
           async_ref();
+          pinging_.fetch_add(1, std::memory_order_relaxed);
           start_validate(i, [this, i](const absl::Status& st) {
             if (st.ok()) {
               slots_[i].last_checked = clock_.now();
@@ -799,6 +800,7 @@ class pool_core {
             } else {
               fail_validation(i);
             }
+            pinging_.fetch_sub(1, std::memory_order_relaxed);
             async_unref();
           });
         } else if (factory_.validate(*s.conn).ok()) {
@@ -815,9 +817,11 @@ class pool_core {
       }
     }
     // Refill to min_idle, one connect at a time (paced while the backend is down). Asynchronous
-    // connects are started together, each counted as pending until its callback runs.
-    while (!closed() &&
-           idle_count() + creating_.load(std::memory_order_relaxed) < options_.min_idle) {
+    // connects are started together, each counted as pending until its callback runs; an idle
+    // connection reserved for an asynchronous keep-alive ping still counts as idle.
+    while (!closed() && idle_count() + creating_.load(std::memory_order_relaxed) +
+                                pinging_.load(std::memory_order_relaxed) <
+                            options_.min_idle) {
       std::uint32_t index = nil;
       {
         mutex_lock lock(mu_);
@@ -1146,6 +1150,9 @@ class pool_core {
   // and decisions under mu_ only).
   alignas(cache_line_size) std::atomic<std::size_t> size_{0};
   std::atomic<std::size_t> creating_{0};
+  // Idle connections reserved by maintain() for an asynchronous keep-alive ping (relaxed: read by
+  // the min-idle refill as an estimate, like creating_).
+  std::atomic<std::size_t> pinging_{0};
   std::atomic<bool> down_flag_{false};
   // Counters: relaxed, statistics only.
   std::atomic<std::uint64_t> created_{0}, closed_count_{0}, create_failures_{0},

@@ -578,8 +578,7 @@ TEST_CASE("pool_async: a hand-over its executor drops unrun gives the connection
   CHECK(b.create_calls == 1);
 }
 
-TEST_CASE("pool_async: a connect slot its executor drops unrun is given back",
-          "[pool_async]") {
+TEST_CASE("pool_async: a connect slot its executor drops unrun is given back", "[pool_async]") {
   async_backend b;
   manual_clock clock;
   auto p = make_mpool(b, clock, {.max_size = 1});
@@ -628,8 +627,8 @@ TEST_CASE("pool_async: a pool closed and destroyed while callbacks run on other 
   net::io_context io;
   {
     auto made = sluice::pool<aconn>::make(
-        std::move(f), {.max_size = 4, .min_idle = 2, .keepalive_interval = 1ns,
-                       .validation_bypass = 0ns});
+        std::move(f),
+        {.max_size = 4, .min_idle = 2, .keepalive_interval = 1ns, .validation_bypass = 0ns});
     REQUIRE(made.ok());
     auto p = std::move(*made);
     constexpr int coroutines = 8;
@@ -660,4 +659,37 @@ TEST_CASE("pool_async: a pool closed and destroyed while callbacks run on other 
   INFO("io_threads=" << io_threads);
   CHECK(completed == 8);
   CHECK(alive == 0);
+}
+
+TEST_CASE("pool_async: a keep-alive ping in flight counts towards min_idle (no extra connect)",
+          "[pool_async]") {
+  async_backend b;
+  manual_clock clock;
+  auto p = make_mpool(b, clock, {.max_size = 4, .min_idle = 1, .keepalive_interval = 30s}, true);
+  CHECK(p.maintain().pending == 1);
+  b.finish_create(true);
+  CHECK(p.stats().idle == 1);
+  for (int round = 0; round < 3; ++round) {
+    clock.advance(31s);
+    // The idle connection is reserved while it is pinged: it is still there, so the pass must
+    // not open another one to "restore" min_idle.
+    const auto r = p.maintain();
+    CHECK(r.keepalive_checked == 1);
+    CHECK(r.pending == 1);
+    CHECK(b.pending_pings() == 1);
+    CHECK(b.pending_creates() == 0);
+    b.finish_ping(true);
+    CHECK(p.stats().idle == 1);
+  }
+  CHECK(b.create_calls == 1);
+  CHECK(p.stats().size == 1);
+  // A failed ping closes the connection; the next pass refills.
+  clock.advance(31s);
+  CHECK(p.maintain().pending == 1);
+  b.finish_ping(false);
+  CHECK(p.stats().size == 0);
+  CHECK(p.maintain().pending == 1);
+  CHECK(b.pending_creates() == 1);
+  b.finish_create(true);
+  CHECK(p.stats().idle == 1);
 }
