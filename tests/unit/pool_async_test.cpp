@@ -693,3 +693,32 @@ TEST_CASE("pool_async: a keep-alive ping in flight counts towards min_idle (no e
   b.finish_create(true);
   CHECK(p.stats().idle == 1);
 }
+
+TEST_CASE("pool_async: a queued acquire whose executor is destroyed leaves the queue",
+          "[pool_async]") {
+  async_backend b;
+  manual_clock clock;
+  net::io_context io;
+  auto p = make_mpool(b, clock, {.max_size = 1});
+  outcome first;
+  sluice::asio::async_acquire(p, 1s, record(io, first));
+  io.poll();
+  b.finish_create(true);
+  io.restart();
+  io.run();
+  REQUIRE(static_cast<bool>(first.lease));
+  {
+    // Queued on a context that is destroyed with the wait pending (e.g. a worker's io_context
+    // torn down at shutdown while the pool lives on): its handler is destroyed, never invoked.
+    net::io_context dying;
+    outcome second;
+    sluice::asio::async_acquire(p, 1h, record(dying, second));
+    REQUIRE(p.stats().waiters == 1);
+  }
+  // The pool must not keep the dead operation queued: handing it the connection would touch its
+  // destroyed timer and executor.
+  REQUIRE(p.stats().waiters == 0);
+  first.lease.release();
+  CHECK(p.stats().idle == 1);
+  CHECK(p.try_acquire().has_value());
+}

@@ -18,6 +18,9 @@
 // with operation_aborted; the connection, when the factory delivers it, goes to the pool as idle
 // (or to the next waiter), never lost. Between a hand-over and the completion (a posted step), the
 // operation completes normally instead.
+// Shutdown: if the handler's execution context is destroyed while the operation waits, the
+// handler is destroyed without being invoked (as Asio does); the operation leaves the queue, and
+// a connection (or connect) handed to it meanwhile goes back to the pool.
 // Time: the deadline is on the pool's clock; the wait is timed by a steady_timer for the time
 //   remaining on that clock when the wait starts. An asynchronous connect is given the deadline
 //   and must honour it (as a synchronous one).
@@ -171,10 +174,39 @@ class acquire_op final
     const auto remaining = deadline_ - core_.clock().now();
     timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::max(remaining, decltype(remaining)::zero())));
-    timer_.async_wait([self = this->shared_from_this()](const boost::system::error_code& ec) {
+    timer_.async_wait(deadline_handler(this->shared_from_this()));
+  }
+
+  // The deadline timer's handler. If the executor destroys it uninvoked (its context was
+  // destroyed with this operation queued), the operation leaves the queue: the pool must never
+  // hand a connection to, or fail, an operation whose timer and executor are gone.
+  class deadline_handler {
+   public:
+    explicit deadline_handler(std::shared_ptr<acquire_op> self) : self_(std::move(self)) {}
+    deadline_handler(deadline_handler&&) noexcept = default;
+    deadline_handler& operator=(deadline_handler&&) = delete;
+    deadline_handler(const deadline_handler&) = delete;
+    deadline_handler& operator=(const deadline_handler&) = delete;
+    ~deadline_handler() {
+      if (self_ != nullptr) self_->abandon_wait();
+    }
+    // Gives up on the deadline (once); a cancelled wait (a wake-up came first) does nothing.
+    void operator()(const boost::system::error_code& ec) {
+      std::shared_ptr<acquire_op> self = std::move(self_);
       if (ec == boost::asio::error::operation_aborted) return;
       self->give_up(false);
-    });
+    }
+
+   private:
+    std::shared_ptr<acquire_op> self_;  // null once invoked or moved from
+  };
+
+  // Leaves the queue without completing (see deadline_handler); the handler is destroyed with
+  // the operation, as Asio does with every handler of a destroyed context.
+  void abandon_wait() {
+    std::shared_ptr<acquire_op> self;  // released after the unlock
+    sluice::detail::mutex_lock lock(core_.mu());
+    if (core_.cancel_locked(this)) self = std::move(keep_);
   }
 
   // Installs the cancellation handler (once, at the start: it serves the queued wait and any
