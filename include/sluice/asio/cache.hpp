@@ -19,7 +19,7 @@
 //
 // Thread safety: as `sluice::cache`: any number of concurrent calls, from any threads.
 // Not provided here: refresh-ahead and stale-while-revalidate reloads (the synchronous
-// get_or_load starts those on a thread); a stale entry is not served by this variant.
+// get_or_load hands those to its refresh executor); a stale entry is not served here.
 //
 // Example:
 //   boost::asio::awaitable<void> handle(sluice::cache<std::string, std::string>& users) {
