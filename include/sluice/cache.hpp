@@ -47,9 +47,9 @@
 // except the weigher, which is called before the lock is taken. None of them may destroy the
 // cache; the listener may call the cache.
 // Time: read from the injected clock, only for entries or options that expire (a cache without
-// expiry never reads the clock on get, and get() reads it once). Only monotonic time is used: wall-clock jumps cannot
-// expire or revive entries. `sluice::coarse_clock` makes timed reads ~20 ns cheaper at ~4 ms
-// resolution.
+// expiry never reads the clock on get, and get() reads it once). Only monotonic time is used:
+// wall-clock jumps cannot expire or revive entries. `sluice::coarse_clock` makes timed reads
+// ~20 ns cheaper at ~4 ms resolution.
 // Errors: a miss is std::nullopt, never an error. get_or_load returns the loader's status
 // (NotFound for "not found", cached or not); a loader that throws makes get_or_load rethrow for
 // the caller that ran it and return absl::InternalError to the callers that waited. Invalid
@@ -275,8 +275,8 @@ class cache final : private detail::cache_sweepable {
                     (opts_.max_entries + n - 1) / n);
     }
     if (opts_.background_sweep) cache_sweeper::instance().add(this);
-    uses_refresher_ = !opts_.refresh_executor &&
-                      (opts_.refresh_after.count() > 0 || opts_.stale_for.count() > 0);
+    uses_refresher_ =
+        !opts_.refresh_executor && (opts_.refresh_after.count() > 0 || opts_.stale_for.count() > 0);
     if (uses_refresher_) detail::cache_refresher::instance().add();
   }
 
@@ -661,8 +661,8 @@ class cache final : private detail::cache_sweepable {
     std::atomic<std::uint64_t> hits{0};
     std::atomic<std::uint64_t> misses{0};
     std::atomic<std::uint64_t> negative_hits{0};
-    alignas(detail::cache_line_size) std::array<std::atomic<detail::cache_node_base*>, read_ring>
-        ring{};
+    alignas(detail::cache_line_size)
+        std::array<std::atomic<detail::cache_node_base*>, read_ring> ring{};
   };
 
   // Retired objects tagged with the epoch after which no reader can hold them.
@@ -839,10 +839,9 @@ class cache final : private detail::cache_sweepable {
 
   // Finds `key` in the shard's published index. Call inside an epoch read section.
   const node* find_node(const shard& s, const Key& key, std::size_t h) const {
-    return static_cast<const node*>(
-        s.index.find(h, [&](const detail::cache_node_base* b) {
-          return eq_(static_cast<const node*>(b)->key, key);
-        }));
+    return static_cast<const node*>(s.index.find(h, [&](const detail::cache_node_base* b) {
+      return eq_(static_cast<const node*>(b)->key, key);
+    }));
   }
 
   // Notes a lock-free hit on `n` in the caller's stripe; replays the stripe's hits into the

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <map>
-#include <set>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -17,11 +17,11 @@
 #include "absl/status/statusor.h"
 
 #include "sluice/cache/sweeper.hpp"
-#include "sluice/detail/mutex.hpp"
 #include "sluice/detail/cache_epoch.hpp"
 #include "sluice/detail/cache_read_index.hpp"
 #include "sluice/detail/cache_sketch.hpp"
 #include "sluice/detail/cache_timer_wheel.hpp"
+#include "sluice/detail/mutex.hpp"
 #include "sluice/testing/manual_clock.hpp"
 
 #include "alloc_counter.hpp"
