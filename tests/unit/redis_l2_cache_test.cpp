@@ -59,8 +59,19 @@ class fake_redis {
 
   net::any_io_executor get_executor() const { return ex_; }
 
+  // Runs `cmd` with the client's default deadline (recorded as -1 in timeouts()).
   template <class CompletionToken>
-  auto async_exec(redis::command cmd, std::chrono::milliseconds, CompletionToken&& token) {
+  auto async_exec(redis::command cmd, CompletionToken&& token) {
+    return async_exec(std::move(cmd), std::chrono::milliseconds(-1),
+                      std::forward<CompletionToken>(token));
+  }
+
+  template <class CompletionToken>
+  auto async_exec(redis::command cmd, std::chrono::milliseconds timeout, CompletionToken&& token) {
+    {
+      sluice::detail::mutex_lock lock(mu_);
+      timeouts_.push_back(timeout.count());
+    }
     return net::async_initiate<CompletionToken, void(boost::system::error_code, redis::reply)>(
         [](auto handler, fake_redis* self, redis::command c) {
           auto [ec, r] = self->answer(decode_argv(c.wire()));
@@ -97,6 +108,11 @@ class fake_redis {
     sluice::detail::mutex_lock lock(mu_);
     return log_;
   }
+  // Returns the deadline each command was given, in ms (-1: the client's default).
+  std::vector<std::int64_t> timeouts() {
+    sluice::detail::mutex_lock lock(mu_);
+    return timeouts_;
+  }
 
  private:
   std::pair<boost::system::error_code, redis::reply> answer(std::vector<std::string> argv) {
@@ -127,6 +143,7 @@ class fake_redis {
   sluice::detail::mutex mu_;
   std::map<std::string, std::pair<std::string, std::int64_t>> data_ ABSL_GUARDED_BY(mu_);
   std::vector<std::vector<std::string>> log_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::int64_t> timeouts_ ABSL_GUARDED_BY(mu_);
   bool down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -548,4 +565,31 @@ TEST_CASE("redis_l2_cache: handlers run on their executor, never inside the init
   CHECK_FALSE(on_other);
   other.run();
   CHECK(on_other);
+}
+
+TEST_CASE("redis_l2_cache: command_timeout 0 gives commands the client's default deadline",
+          "[redis_l2_cache]") {
+  net::io_context io;
+  fake_redis fake(io.get_executor());
+  manual_clock clock;
+  auto opts = test_options();
+  opts.command_timeout = 0ms;
+  auto c = l2::create(fake, opts, {}, clock);
+  REQUIRE(c.ok());
+  l2& cache = **c;
+  opts.command_timeout = 150ms;
+  auto c150 = l2::create(fake, opts, {}, clock);
+  REQUIRE(c150.ok());
+  run(io, [&]() -> awaitable<void> {
+    // 0 must not become "no deadline" (what 0 means to sluice::redis clients): a stalled Redis
+    // would then hang lookups instead of failing over to the stale copy.
+    auto [ec, r] = co_await cache.async_get("k", tuple);
+    CHECK_FALSE(ec);
+    auto [ec2] = co_await cache.async_put("k", "v", tuple);
+    CHECK_FALSE(ec2);
+    CHECK(fake.timeouts() == std::vector<std::int64_t>{-1, -1});
+    auto [ec3, r3] = co_await (*c150)->async_get("other", tuple);
+    CHECK_FALSE(ec3);
+    CHECK(fake.timeouts().back() == 150);
+  });
 }

@@ -100,6 +100,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -131,6 +132,19 @@
 #include "sluice/redis/error.hpp"
 #include "sluice/redis/reply.hpp"
 #include "sluice/redis/subscriber.hpp"
+
+namespace sluice::detail {
+
+// Internal; whether `client.async_exec(command, token)` exists (a client's own default deadline).
+template <class Client, class Token, class = void>
+struct l2_has_default_exec : std::false_type {};
+template <class Client, class Token>
+struct l2_has_default_exec<Client, Token,
+                           std::void_t<decltype(std::declval<Client&>().async_exec(
+                               std::declval<redis::command>(), std::declval<Token>()))>>
+    : std::true_type {};
+
+}  // namespace sluice::detail
 
 namespace sluice::redis {
 
@@ -577,6 +591,19 @@ class l2_cache {
     return k;
   }
 
+  // Sends `cmd` with command_timeout, or, when it is 0, with the client's own default deadline
+  // (its two-argument async_exec; a client without one gets 0). Completion as async_exec.
+  template <class CompletionToken>
+  auto exec(command cmd, CompletionToken&& token) {
+    if constexpr (detail::l2_has_default_exec<Client, CompletionToken>::value) {
+      if (opts_.command_timeout.count() == 0) {
+        return client_.async_exec(std::move(cmd), std::forward<CompletionToken>(token));
+      }
+    }
+    return client_.async_exec(std::move(cmd), opts_.command_timeout,
+                              std::forward<CompletionToken>(token));
+  }
+
   // Runs `cmd` through the breaker and classifies the outcome.
   boost::asio::awaitable<call_result> call(command cmd) {
     call_result out;
@@ -587,8 +614,7 @@ class l2_cache {
       out.ec = unavailable_error();
       co_return out;
     }
-    auto [ec, r] = co_await client_.async_exec(std::move(cmd), opts_.command_timeout,
-                                               boost::asio::as_tuple(boost::asio::use_awaitable));
+    auto [ec, r] = co_await exec(std::move(cmd), boost::asio::as_tuple(boost::asio::use_awaitable));
     co_return judge(*permit, ec, std::move(r));
   }
 
@@ -641,14 +667,13 @@ class l2_cache {
       co_return out;
     }
     command evalsha{"EVALSHA", lua.sha1(), "1", rk};
-    auto [ec, r] = co_await client_.async_exec(std::move(evalsha), opts_.command_timeout,
-                                               boost::asio::as_tuple(boost::asio::use_awaitable));
+    auto [ec, r] =
+        co_await exec(std::move(evalsha), boost::asio::as_tuple(boost::asio::use_awaitable));
     if (!ec && r.is_error() && r.error_prefix() == "NOSCRIPT") {
       // EVAL runs the script and caches it on the server: the next EVALSHA succeeds.
       command eval{"EVAL", lua.source(), "1", rk};
       auto [ec2, r2] =
-          co_await client_.async_exec(std::move(eval), opts_.command_timeout,
-                                      boost::asio::as_tuple(boost::asio::use_awaitable));
+          co_await exec(std::move(eval), boost::asio::as_tuple(boost::asio::use_awaitable));
       ec = ec2;
       r = std::move(r2);
     }
