@@ -106,7 +106,7 @@ TEST_CASE("redis_pool: close stops the maintenance timer at once", "[redis_pool]
 
 TEST_CASE("redis_pool: which completions break a connection", "[redis_pool]") {
   CHECK_FALSE(redis::breaks_connection({}));
-  CHECK_FALSE(redis::breaks_connection(net::error::operation_aborted));  // the caller cancelled
+  CHECK_FALSE(redis::breaks_connection(net::error::operation_aborted));     // the caller cancelled
   CHECK(redis::breaks_connection(sluice::asio::error::deadline_exceeded));  // maybe stalled
   CHECK(redis::breaks_connection(sluice::asio::error::data_loss));
   CHECK(redis::breaks_connection(sluice::asio::error::unavailable));
