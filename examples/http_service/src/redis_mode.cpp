@@ -227,7 +227,6 @@ struct redis_mode::impl {
         co_await sleep(back_off());
         continue;
       }
-      backoff = kBackoffMin;
       if (r.as_integer() == 0 || !up.load(std::memory_order_relaxed)) {
         if (!co_await seed()) {
           mark_down("seeding failed");
@@ -240,6 +239,8 @@ struct redis_mode::impl {
           first_up.set_value();
         }
       }
+      // Only now: a Redis that answers but refuses the seeding is retried with backoff too.
+      backoff = kBackoffMin;
       co_await sleep(kCheckEvery);
     }
     keeper_done.store(true, std::memory_order_release);
@@ -247,7 +248,8 @@ struct redis_mode::impl {
 
   // Publishes the Redis figures on /metrics.
   void collect(sluice::metrics::sample_sink& sink) const {
-    sink.gauge("redis_up", "1 while the last PING to Redis was answered, else 0.",
+    sink.gauge("redis_up",
+               "1 while Redis answers the health check and holds the seeded users, else 0.",
                up.load(std::memory_order_relaxed) ? 1.0 : 0.0);
     sink.counter("redis_outages_total", "Times Redis went from answering to not answering.",
                  static_cast<double>(outages.load(std::memory_order_relaxed)));
@@ -311,7 +313,14 @@ class redis_store final : public user_store {
     if (!r.is_array() || r.elements().size() % 2 != 0) {
       co_return absl::DataLossError("user:" + std::to_string(id) + " is not a hash");
     }
-    if (r.elements().empty()) co_return std::optional<user>();
+    if (r.elements().empty()) {
+      // Until the keeper has seeded this Redis (at start-up, or after it came back empty), an
+      // absent hash may be a user not written yet: unavailable (STALE or 503), not a 404.
+      if (!r_.up.load(std::memory_order_relaxed)) {
+        co_return absl::UnavailableError("redis not seeded yet");
+      }
+      co_return std::optional<user>();
+    }
     user u;
     u.id = id;
     const auto& e = r.elements();

@@ -54,7 +54,8 @@ class redis_mode {
   // The store must not outlive this object.
   std::unique_ptr<user_store> make_user_store();
 
-  // Returns true while the last PING was answered.
+  // Returns true while the keeper's last health check (EXISTS on the seeding marker) was answered
+  // and the users are seeded.
   bool up() const;
 
   // Returns page `page` through the two-level page cache (sluice::redis::l2_cache): a fresh

@@ -73,7 +73,7 @@ else fail "page TTL in Redis is [$ttl] s, expected ~60"; fi
 # The rate limit lives in Redis: a third instance with the same quota shares it with b. The
 # client is 127.0.0.9, a fresh one (127.0.0.1 used b's quota above).
 start_instance inst_c --redis "$REDIS_URL" --seed-users 50 --rate-limit 1 --rate-burst 4
-PORT_C=$INSTANCE_PORT
+PID_C=$INSTANCE_PID PORT_C=$INSTANCE_PORT
 codes=""
 for port in "$PORT_B" "$PORT_C" "$PORT_B" "$PORT_C" "$PORT_B" "$PORT_C"; do
   codes+="$(status "http://127.0.0.1:$port/hello" --interface 127.0.0.9) "
@@ -84,6 +84,8 @@ check "shared limit: 429 body" "$(cat "$WORK/b")" '{"error":"rate limited"}'
 check "shared limit: RateLimit-Limit" "$(header RateLimit-Limit "$WORK/h")" "4"
 check "shared limit: RateLimit-Remaining" "$(header RateLimit-Remaining "$WORK/h")" "0"
 check_match "shared limit: Retry-After" "$(header Retry-After "$WORK/h")" '^[1-9][0-9]*$'
+# Burst 4 at 1/s: the quota is whole again within 4 or 5 s.
+check_match "shared limit: RateLimit-Reset" "$(header RateLimit-Reset "$WORK/h")" '^[1-5]$'
 check "limiter state is in Redis (per quota, per client)" "$(rcli exists sluice:rl:1:4:127.0.0.9)" "1"
 
 # ---- Redis stalled: bounded by --redis-timeout-ms, never a hang ---------------------------------
@@ -127,6 +129,15 @@ check_match "Redis down: /api/data built" "$(cat "$WORK/b")" '^\{"page":21,"item
 check "Redis down: a page seen before served from its local copy" \
   "$(header X-Cache "$WORK/h"):$(cmp -s "$WORK/b" "$WORK/p11" && echo same)" "HIT:same"
 check "Redis down: rate limit fails open (local)" "$(status "$BASE/hello")" "200"
+# Fail open means a per-instance quota, not none: instance b (burst 4) still limits a fresh client.
+codes=""
+for _ in $(seq 1 6); do
+  codes+="$(status "http://127.0.0.1:$PORT_B/hello" --interface 127.0.0.10) "
+done
+check "Redis down: the local fallback still limits (burst 4)" "$codes" "200 200 200 200 429 429 "
+"${CURL[@]}" -D "$WORK/h" -o /dev/null --interface 127.0.0.10 "http://127.0.0.1:$PORT_B/hello"
+check "Redis down: local 429 has RateLimit-Limit" "$(header RateLimit-Limit "$WORK/h")" "4"
+check_match "Redis down: local 429 has Retry-After" "$(header Retry-After "$WORK/h")" '^[1-9][0-9]*$'
 down=""
 for _ in $(seq 1 40); do
   if [ "$(status "$BASE/readyz")" = 503 ]; then down=yes; break; fi
@@ -186,6 +197,29 @@ for _ in $(seq 1 60); do
 done
 check "Redis up later: ready and seeded" "$ready:$(rcli hget user:5 name)" "yes:user5"
 stop_server TERM
+check "exit status" "$EXIT_CODE" "0"
+
+# ---- Redis answering, users not seeded (this ACL user may not run the seeding script) -----------
+# Absent hashes then do not mean "no such user": 503 + Retry-After, never a 404 for a user that
+# the seeding would create; users already in Redis are served.
+kill -TERM "$PID_C"  # its keeper would seed the users again
+wait_pid "$PID_C" 30
+rcli flushall >/dev/null
+rcli acl setuser svc on '>pw' '~*' '&*' '+@all' '-eval' >/dev/null
+rcli hset user:3 name user3 email user3@example.com >/dev/null
+start_server --redis "redis://svc:pw@127.0.0.1:$REDIS_PORT" --seed-users 5
+check "not seeded: /readyz 503" "$(status "$BASE/readyz")" "503"
+check "not seeded: a user in Redis is served" "$(status "$BASE/users/3")" "200"
+"${CURL[@]}" -D "$WORK/h" -o "$WORK/b" "$BASE/users/4"
+check "not seeded: a user to be seeded is 503, not 404" "$(head -1 "$WORK/h" | tr -d '\r')" \
+  "HTTP/1.1 503 Service Unavailable"
+check_match "not seeded: Retry-After" "$(header Retry-After "$WORK/h")" '^[1-9][0-9]*$'
+stop_server TERM
+# The refused seeding is retried with backoff (50 ms doubling to 1 s), not every 50 ms: about 8
+# attempts in the 3 s start-up wait, not 60.
+tries="$(grep -c 'redis seeding failed' "$WORK/server.log" || true)"
+if [ "$tries" -ge 1 ] && [ "$tries" -le 15 ]; then pass "refused seeding retried with backoff ($tries tries)"
+else fail "refused seeding tried $tries times"; fi
 check "exit status" "$EXIT_CODE" "0"
 
 rc=0; err="$("$BIN" --redis http://nope 2>&1)" || rc=$?
