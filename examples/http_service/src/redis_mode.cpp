@@ -396,9 +396,12 @@ redis_mode::~redis_mode() {
     p->pause.cancel();
     p->client->close();
   });
-  // The keeper ends at its next step (a connect or PING is bounded by its timeout); then nothing
-  // is left to run. Bounded anyway: a stuck operation must not hold the process at exit.
-  for (int i = 0; i < 200 && !p->keeper_done.load(std::memory_order_acquire); ++i) {
+  // The keeper ends at its next step (a command is bounded by its timeout) and the closed pool
+  // lets go of the thread: run() returns once nothing is left to run, so no operation of the page
+  // cache or the limiter outlives them (they are not reference-counted). Bounded anyway: a stuck
+  // operation must not hold the process at exit.
+  for (int i = 0; i < 200 && !(p->keeper_done.load(std::memory_order_acquire) && p->ioc.stopped());
+       ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   p->ioc.stop();
