@@ -144,6 +144,7 @@ for _ in $(seq 1 40); do
   sleep 0.1
 done
 check "Redis down: /readyz 503" "$down" "yes"
+check "Redis down: /healthz still 200 (the process is alive)" "$(status "$BASE/healthz")" "200"
 "${CURL[@]}" -o "$WORK/m" "$BASE/metrics"
 check_match "Redis down: redis_up 0" "$(cat "$WORK/m")" 'redis_up 0'
 check_match "Redis down: outage counted" "$(cat "$WORK/m")" 'redis_outages_total [1-9]'
