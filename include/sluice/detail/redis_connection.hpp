@@ -10,6 +10,14 @@
 // deadline timer (one per connection, armed at the earliest pending deadline) and the connect
 // coroutine. Public entry points post to that strand, so a handler is never invoked inside the
 // function that initiated its operation.
+//
+// Handlers on the connection's own executor are completed inline, from inside the strand (the
+// fast path: no post per reply). Whatever such a handler does to the connection posts, so it
+// takes effect after the handler returns. A handler may throw: io_context and thread_pool
+// executors hold the exception until the strand's handler returns, but a strand executor lets it
+// unwind through this class; every loop that completes handlers (the reader, fail(), the deadline
+// timer, drain) therefore posts its unfinished rest before the exception leaves, on the
+// exceptional path only.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +28,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <string>
@@ -133,7 +142,18 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
       complete_status(std::move(handler), make(sluice::asio::error::failed_precondition));
       return;
     }
-    if (state_ == state::connected) fail(make(sluice::asio::error::cancelled));
+    if (state_ == state::connected) {
+      try {
+        fail(make(sluice::asio::error::cancelled));
+      } catch (...) {
+        // A handler threw from fail(); connect once the exception has left (now disconnected).
+        net::post(strand_, [self = shared_from_this(), ep = std::move(ep),
+                            handler = std::move(handler)]() mutable {
+          self->start_connect(std::move(ep), std::move(handler));
+        });
+        throw;
+      }
+    }
     state_ = state::connecting;
     connect_timed_out_ = false;
     const std::uint64_t gen = generation_;
@@ -232,8 +252,16 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     }
     // One clock read per burst: the commands of a burst were submitted within microseconds.
     const clock::time_point now = clock::now();
-    for (submission& sub : draining_) {
-      start_exec(sub.cmd.wire(), sub.timeout, std::move(sub.handler), now, sub.local);
+    std::size_t i = 0;
+    try {
+      for (; i < draining_.size(); ++i) {
+        submission& sub = draining_[i];
+        start_exec(sub.cmd.wire(), sub.timeout, std::move(sub.handler), now, sub.local);
+      }
+    } catch (...) {
+      // Keeps draining_[i] when its handler was not consumed (it did not run).
+      requeue_rest(draining_[i].handler ? i : i + 1);
+      throw;
     }
     draining_.clear();
     start_write();
@@ -341,6 +369,22 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     return &pending_[static_cast<std::size_t>(seq - front)];
   }
 
+  // Puts draining_[first..] (the submissions after the one that threw) back in front of the queue
+  // and posts a drain for them and for the write.
+  void requeue_rest(std::size_t first) ABSL_LOCKS_EXCLUDED(submit_mu_) {
+    bool post = false;
+    {
+      mutex_lock lock(submit_mu_);
+      const auto rest = draining_.begin() + static_cast<std::ptrdiff_t>(first);
+      submitted_.insert(submitted_.begin(), std::make_move_iterator(rest),
+                        std::make_move_iterator(draining_.end()));
+      post = !drain_posted_;
+      drain_posted_ = true;
+    }
+    draining_.clear();
+    if (post) net::post(strand_, [self = shared_from_this()] { self->drain(); });
+  }
+
   void cancel_op(std::uint64_t seq) {
     pending_op* op = find(seq);
     if (op == nullptr || !op->handler) return;
@@ -351,8 +395,8 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
 
   void cancel_receive() {
     if (!receiver_) return;
+    receiver_work_ = nullptr;  // first: the handler may throw
     complete_message(std::move(receiver_), net::error::operation_aborted, {});
-    receiver_work_ = nullptr;
   }
 
   // ---- connect ----------------------------------------------------------------------------------
@@ -460,12 +504,28 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     reader_.reset();
     std::deque<pending_op> ops = std::move(pending_);
     pending_.clear();
-    for (pending_op& op : ops) {
-      if (op.handler) complete_op(op, ec, redis::reply{});
-    }
-    if (receiver_) {
-      complete_message(std::move(receiver_), ec, {});
-      receiver_work_ = nullptr;
+    message_handler receiver(std::move(receiver_));
+    receiver_work_ = nullptr;
+    fail_ops(std::move(ops), std::move(receiver), ec);
+  }
+
+  // Completes the commands and the receiver of an ended session with `ec`. If a handler throws,
+  // the rest is posted, then the exception leaves.
+  void fail_ops(std::deque<pending_op> ops, message_handler receiver, error_code ec) {
+    try {
+      while (!ops.empty()) {
+        pending_op op = std::move(ops.front());
+        ops.pop_front();
+        if (op.handler) complete_op(op, ec, redis::reply{});
+      }
+      if (receiver) complete_message(std::move(receiver), ec, {});
+    } catch (...) {
+      if (!ops.empty() || receiver) {
+        net::post(strand_,
+                  [self = shared_from_this(), ops = std::move(ops), receiver = std::move(receiver),
+                   ec]() mutable { self->fail_ops(std::move(ops), std::move(receiver), ec); });
+      }
+      throw;
     }
   }
 
@@ -525,6 +585,27 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
       fail(make(sluice::asio::error::data_loss));
       return;
     }
+    read_replies(gen);
+  }
+
+  // Completes every reply already received, then reads on. If a handler throws, the rest of the
+  // batch and the next read are posted, then the exception leaves.
+  void read_replies(std::uint64_t gen) {
+    try {
+      if (!complete_replies(gen)) return;
+    } catch (...) {
+      if (gen == generation_) {
+        net::post(strand_, [self = shared_from_this(), gen] {
+          if (gen == self->generation_) self->read_replies(gen);
+        });
+      }
+      throw;
+    }
+    start_read();
+  }
+
+  // Returns false when the session ended (the reader must stop).
+  bool complete_replies(std::uint64_t gen) {
     for (;;) {
       redis::reply r;
       const bool waiting = !pending_.empty() && pending_.front().handler;
@@ -534,19 +615,20 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
       if (res == resp_reader::result::need_more) break;
       if (res == resp_reader::result::protocol_error) {
         fail(make(sluice::asio::error::data_loss));
-        return;
+        return false;
       }
       if (pubsub_ && deliver_message(r)) continue;
       if (pending_.empty()) {
         fail(make(sluice::asio::error::data_loss));  // a reply nobody asked for
-        return;
+        return false;
       }
       pending_op op = std::move(pending_.front());
       pending_.pop_front();
       if (op.handler) complete_op(op, error_code{}, std::move(r));
-      if (gen != generation_) return;  // a handler ran inline and closed the connection
+      // Defensive: handlers reach the connection only through posts, so this holds.
+      if (gen != generation_) return false;
     }
-    start_read();
+    return true;
   }
 
   bool deliver_message(redis::reply& r) {
@@ -562,8 +644,8 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     m.channel = std::move(elements[elements.size() - 2]).str();
     m.payload = std::move(elements.back()).str();
     if (receiver_) {
+      receiver_work_ = nullptr;  // first: the handler may throw
       complete_message(std::move(receiver_), error_code{}, std::move(m));
-      receiver_work_ = nullptr;
       return true;
     }
     if (messages_.size() >= options_.max_queued_messages) {
@@ -609,15 +691,21 @@ class redis_connection_impl : public std::enable_shared_from_this<redis_connecti
     if (ec || gen != generation_) return;  // re-armed, or the session ended
     armed_ = clock::time_point::max();
     const auto now = clock::now();
-    while (!heap_.empty() && heap_.front().first <= now) {
-      const std::uint64_t seq = heap_.front().second;
-      std::pop_heap(heap_.begin(), heap_.end(), later{});
-      heap_.pop_back();
-      pending_op* op = find(seq);
-      if (op == nullptr || !op->handler) continue;
-      // The reply is still coming; it will be read and dropped (see cancel_op).
-      complete_op(*op, make(sluice::asio::error::deadline_exceeded), redis::reply{});
-      if (gen != generation_) return;
+    try {
+      while (!heap_.empty() && heap_.front().first <= now) {
+        const std::uint64_t seq = heap_.front().second;
+        std::pop_heap(heap_.begin(), heap_.end(), later{});
+        heap_.pop_back();
+        pending_op* op = find(seq);
+        if (op == nullptr || !op->handler) continue;
+        // The reply is still coming; it will be read and dropped (see cancel_op).
+        complete_op(*op, make(sluice::asio::error::deadline_exceeded), redis::reply{});
+        if (gen != generation_) return;
+      }
+    } catch (...) {
+      // A handler threw: expire the rest once the exception has left.
+      if (gen == generation_ && !heap_.empty()) arm(heap_.front().first);
+      throw;
     }
     while (!heap_.empty()) {
       const pending_op* op = find(heap_.front().second);

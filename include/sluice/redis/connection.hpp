@@ -30,6 +30,14 @@
 // `use_awaitable`, `use_future`, `deferred`). Handlers run on their associated executor (else
 // the connection's executor), never inside the initiating function. A Redis error reply is not
 // an error_code (see sluice/redis/reply.hpp and sluice/redis/error.hpp).
+// A handler whose executor is the connection's own (a plain callback, a coroutine spawned on
+// that executor) runs inline from the connection's internal strand, so the connection's I/O
+// waits while it runs: do not block in it (waiting there for another command of the same
+// connection deadlocks, even on a multi-threaded io_context). Such a handler may issue commands,
+// `close()`, `async_connect`, cancel other commands or destroy the connection: each takes effect
+// after the handler returns, and every other command still completes exactly once, with its own
+// reply or an error. A handler may throw; the exception leaves `run()` as Asio specifies, and the
+// connection carries on (the rest of its work is posted first).
 //
 // Errors: connect: resolver/socket errors as Asio reports them, `deadline_exceeded` (connect
 // timeout), `unauthenticated` (AUTH refused), `invalid_argument` (SELECT refused), `cancelled`
