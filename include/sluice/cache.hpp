@@ -574,19 +574,24 @@ class cache final : private detail::cache_sweepable {
   cache_stats stats() const {
     cache_stats total;
     for (std::size_t i = 0; i <= shard_mask_; ++i) {
-      const shard& s = shards_[i];
+      shard& s = shards_[i];
       detail::mutex_lock lock(s.mu);
       const cache_stats& c = s.c;
-      total.hits += c.hits;
-      total.misses += c.misses;
-      total.negative_hits += c.negative_hits;
       const read_stripe* stripes = stripes_of(s);
+      cache_stats sum;
       for (std::size_t k = 0; k <= stripe_mask_; ++k) {
         // Relaxed: statistics, summed without a snapshot.
-        total.hits += stripes[k].hits.load(std::memory_order_relaxed);
-        total.misses += stripes[k].misses.load(std::memory_order_relaxed);
-        total.negative_hits += stripes[k].negative_hits.load(std::memory_order_relaxed);
+        sum.hits += stripes[k].hits.load(std::memory_order_relaxed);
+        sum.misses += stripes[k].misses.load(std::memory_order_relaxed);
+        sum.negative_hits += stripes[k].negative_hits.load(std::memory_order_relaxed);
       }
+      cache_stats& peak = s.stripe_peak;
+      peak.hits = std::max(peak.hits, sum.hits);
+      peak.misses = std::max(peak.misses, sum.misses);
+      peak.negative_hits = std::max(peak.negative_hits, sum.negative_hits);
+      total.hits += c.hits + peak.hits;
+      total.misses += c.misses + peak.misses;
+      total.negative_hits += c.negative_hits + peak.negative_hits;
       total.stale_hits += c.stale_hits;
       total.loads += c.loads;
       total.loads_not_found += c.loads_not_found;
@@ -657,7 +662,8 @@ class cache final : private detail::cache_sweepable {
     std::atomic<std::uint32_t> head{0};
     std::atomic<std::uint32_t> tail{0};
     // Counted with a load and a store, not a read-modify-write: exact while one thread uses the
-    // stripe; two threads sharing one may lose a count now and then.
+    // stripe; two threads sharing one may lose a count now and then (stats() and the policy only
+    // ever see the sums grow: see shard::stripe_peak).
     std::atomic<std::uint64_t> hits{0};
     std::atomic<std::uint64_t> misses{0};
     std::atomic<std::uint64_t> negative_hits{0};
@@ -679,6 +685,9 @@ class cache final : private detail::cache_sweepable {
     cache_stats c ABSL_GUARDED_BY(mu);
     // The stripes' miss counts already handed to the policy.
     std::uint64_t misses_seen ABSL_GUARDED_BY(mu) = 0;
+    // The highest stripe sums stats() has reported. Two threads sharing a stripe can lose a
+    // count (load + store) and so make a sum step back; reported counters never do.
+    cache_stats stripe_peak ABSL_GUARDED_BY(mu);
     detail::cache_policy policy ABSL_GUARDED_BY(mu);
     std::unique_ptr<detail::cache_timer_wheel> wheel ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<Key, std::shared_ptr<flight>, Hash, Eq> loading ABSL_GUARDED_BY(mu);
@@ -901,7 +910,7 @@ class cache final : private detail::cache_sweepable {
         if (n == nullptr) continue;
         cell.store(nullptr, std::memory_order_relaxed);
         // An entry removed since the hit is no longer in the policy (its queue is none).
-        if (n != nullptr && n->queue != detail::cache_queue::none) batch[count++] = n;
+        if (n->queue != detail::cache_queue::none) batch[count++] = n;
       }
       // Relaxed: readers only use it to judge whether the stripe is full.
       rs.tail.store(head, std::memory_order_relaxed);
@@ -914,8 +923,11 @@ class cache final : private detail::cache_sweepable {
 #endif
       for (std::uint32_t i = 0; i < count; ++i) s.policy.on_access(batch[i]);
     }
-    s.policy.record_misses(misses - s.misses_seen);
-    s.misses_seen = misses;
+    // A sum that stepped back (a lost count, see bump) reports nothing until it passes the peak.
+    if (misses > s.misses_seen) {
+      s.policy.record_misses(misses - s.misses_seen);
+      s.misses_seen = misses;
+    }
   }
 
   static void free_node(void* p) { delete static_cast<node*>(p); }
@@ -1145,20 +1157,34 @@ class cache final : private detail::cache_sweepable {
         // A failed reload keeps the old value (stale-if-error); a failed load caches nothing.
         ++s.c.load_failures;
       }
-      auto it = s.loading.find(key);
-      if (it != s.loading.end() && it->second == f) s.loading.erase(it);
+      forget_flight_locked(s, key, f);
       maybe_reclaim(s, p);
     }
-    std::vector<std::function<void(const absl::StatusOr<Value>&)>> waiters;
-    {
-      detail::mutex_lock lock(f->mu);
-      f->result = r;
-      f->done = true;
-      waiters.swap(f->waiters);
-    }
-    f->cv.notify_all();
+    auto waiters = settle(*f, r);
     finish(p);
     for (auto& waiter : waiters) waiter(r);
+  }
+
+  // Removes `f` from the shard's loads in progress if it is still `key`'s flight.
+  static void forget_flight_locked(shard& s, const Key& key, const std::shared_ptr<flight>& f)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    auto it = s.loading.find(key);
+    if (it != s.loading.end() && it->second == f) s.loading.erase(it);
+  }
+
+  // Publishes a flight's result, wakes its blocked callers and returns its asynchronous waiters,
+  // for the caller to run without any lock held.
+  static std::vector<std::function<void(const absl::StatusOr<Value>&)>> settle(
+      flight& f, const absl::StatusOr<Value>& r) ABSL_LOCKS_EXCLUDED(f.mu) {
+    std::vector<std::function<void(const absl::StatusOr<Value>&)>> waiters;
+    {
+      detail::mutex_lock lock(f.mu);
+      f.result = r;
+      f.done = true;
+      waiters.swap(f.waiters);
+    }
+    f.cv.notify_all();
+    return waiters;
   }
 
   // Hands one background reload of `key` (flight `f`, already registered) to the executor.
@@ -1206,18 +1232,9 @@ class cache final : private detail::cache_sweepable {
       detail::mutex_lock lock(s.mu);
       --s.c.refreshes;
       ++s.c.refreshes_skipped;
-      auto it = s.loading.find(key);
-      if (it != s.loading.end() && it->second == f) s.loading.erase(it);
+      forget_flight_locked(s, key, f);
     }
-    std::vector<std::function<void(const absl::StatusOr<Value>&)>> waiters;
-    {
-      detail::mutex_lock lock(f->mu);
-      f->result = r;
-      f->done = true;
-      waiters.swap(f->waiters);
-    }
-    f->cv.notify_all();
-    for (auto& waiter : waiters) waiter(r);
+    for (auto& waiter : settle(*f, r)) waiter(r);
   }
 
   // The sweeper's entry point (and cleanup()'s): advances each shard's wheel in batches.

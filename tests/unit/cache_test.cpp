@@ -1,5 +1,6 @@
 #include "sluice/cache.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -661,6 +662,39 @@ TEST_CASE("cache: lock-free hits and misses are counted and feed the policy", "[
   const sluice::cache_stats st = c.stats();
   CHECK(st.hits == 50);
   CHECK(st.misses == 1);
+}
+
+TEST_CASE("cache: hit and miss counters never step back with more threads than stripes",
+          "[cache][stress]") {
+  // More reader threads than stripes share stripes, whose counts are a load and a store: a count
+  // may be lost, but a scrape (a Prometheus counter) must never see a counter decrease.
+  sluice::cache_options o = one_shard(64);
+  int_cache c(o);
+  for (int k = 0; k < 32; ++k) c.put(k, k);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> readers;
+  const unsigned n = 2 * std::max(16u, std::thread::hardware_concurrency());
+  for (unsigned t = 0; t < n; ++t) {
+    readers.emplace_back([&c, &stop, t] {
+      for (int i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        (void)c.get(static_cast<int>((t + static_cast<unsigned>(i)) % 48));  // hits and misses
+      }
+    });
+  }
+  // Let every reader get going first (they run until stopped).
+  while (c.stats().hits < 10'000) std::this_thread::yield();
+  std::uint64_t last_hits = 0;
+  std::uint64_t last_misses = 0;
+  bool monotonic = true;
+  for (int i = 0; i < 20000 && monotonic; ++i) {
+    const sluice::cache_stats st = c.stats();
+    monotonic = st.hits >= last_hits && st.misses >= last_misses;
+    last_hits = st.hits;
+    last_misses = st.misses;
+  }
+  stop = true;
+  for (auto& r : readers) r.join();
+  CHECK(monotonic);
 }
 
 TEST_CASE("cache: refreshes run on the executor given in the options", "[cache]") {

@@ -5,8 +5,9 @@
 // exists so a burst of refreshes costs one queued task each instead of one thread each, and so a
 // backend that stalls cannot make the process spawn threads without bound.
 //
-// The thread starts when the first cache that may refresh registers and stops (and is joined) when
-// the last one unregisters, after running what is queued. Reloads run one at a time, in order: a
+// The thread starts with the first refresh submitted while a cache that may refresh is registered
+// (so caches that never refresh cost no thread), and stops (and is joined) when the last one
+// unregisters, after running what is queued. Reloads run one at a time, in order: a
 // loader that blocks delays the other refreshes (never the callers, who are served the current
 // value); a cache that needs more supplies its own executor (cache_options::refresh_executor).
 //
@@ -43,18 +44,10 @@ class cache_refresher {
   cache_refresher(const cache_refresher&) = delete;
   cache_refresher& operator=(const cache_refresher&) = delete;
 
-  // Registers a user, starting the thread if it is not running.
+  // Registers a user (the thread starts with the first submit()).
   void add() ABSL_LOCKS_EXCLUDED(mu_) {
     detail::mutex_lock lock(mu_);
     ++users_;
-    if (!thread_.joinable()) {
-      const std::uint64_t generation = generation_;
-      try {
-        thread_ = std::thread([this, generation] { run(generation); });
-      } catch (const std::system_error&) {
-        // No thread: submit() declines and refreshes are skipped.
-      }
-    }
   }
 
   // Unregisters a user; with the last one, runs what is queued, then stops and joins the thread.
@@ -72,11 +65,20 @@ class cache_refresher {
     if (to_join.joinable()) to_join.join();
   }
 
-  // Queues `task`; returns false (leaving `task` untouched) when the queue is full or no thread
-  // runs. Never runs the task on the calling thread.
+  // Queues `task`, starting the thread if it is not running; returns false (leaving `task`
+  // untouched) when the queue is full, no cache is registered or no thread can be started. Never
+  // runs the task on the calling thread.
   bool submit(absl::AnyInvocable<void()>&& task) ABSL_LOCKS_EXCLUDED(mu_) {
     detail::mutex_lock lock(mu_);
-    if (!thread_.joinable() || queue_.size() >= queue_capacity) return false;
+    if (users_ == 0 || queue_.size() >= queue_capacity) return false;
+    if (!thread_.joinable()) {
+      const std::uint64_t generation = generation_;
+      try {
+        thread_ = std::thread([this, generation] { run(generation); });
+      } catch (const std::system_error&) {
+        return false;  // no thread: the refresh is skipped
+      }
+    }
     queue_.push_back(std::move(task));
     cv_.notify_one();
     return true;
