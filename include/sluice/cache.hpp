@@ -576,7 +576,7 @@ class cache final : private detail::cache_sweepable {
     for (std::size_t i = 0; i <= shard_mask_; ++i) {
       shard& s = shards_[i];
       detail::mutex_lock lock(s.mu);
-      const cache_stats& c = s.c;
+      const cache_stats c = s.c;
       const read_stripe* stripes = stripes_of(s);
       cache_stats sum;
       for (std::size_t k = 0; k <= stripe_mask_; ++k) {
