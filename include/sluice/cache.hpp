@@ -254,17 +254,16 @@ class cache final : private detail::cache_sweepable {
   explicit cache(const cache_options& opts = {}, Clock clock = Clock(), hooks h = {})
       : opts_(sanitize(opts, h)), clock_(std::move(clock)), hooks_(std::move(h)) {
     const std::uint64_t capacity = hooks_.weigher ? opts_.max_weight : opts_.max_entries;
+    const std::size_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
     std::size_t n = opts_.shards;
     if (n == 0) {
-      const std::size_t hw = std::max<unsigned>(1, std::thread::hardware_concurrency());
       n = std::min<std::size_t>(detail::next_pow2(16 * hw), 256);
       while (n > 1 && opts_.max_entries / n < 64) n /= 2;
     }
     n = detail::next_pow2(n);
     shard_mask_ = n - 1;
     shards_ = std::make_unique<shard[]>(n);
-    const std::size_t hw_threads = std::max<unsigned>(1, std::thread::hardware_concurrency());
-    stripe_mask_ = std::min<std::size_t>(detail::next_pow2(2 * hw_threads), max_stripes) - 1;
+    stripe_mask_ = std::min<std::size_t>(detail::next_pow2(2 * hw), max_stripes) - 1;
     stripes_ = std::make_unique<read_stripe[]>(n * (stripe_mask_ + 1));
     timed_ = opts_.expire_after_write.count() > 0 || opts_.expire_after_access.count() > 0 ||
              opts_.refresh_after.count() > 0;
@@ -328,7 +327,7 @@ class cache final : private detail::cache_sweepable {
     // entry cannot be freed before the section ends), copy the value, and note the hit in this
     // thread's stripe of the shard's read buffer.
     detail::cache_epoch_guard guard;
-    read_stripe& rs = stripe_for(h, guard.thread_index());
+    read_stripe& rs = stripes_of(s)[guard.thread_index() & stripe_mask_];
     const node* n = find_node(s, key, h);
     if (n == nullptr || (n->fresh_until != detail::cache_never && now_ns() >= n->fresh_until)) {
       bump(rs.misses);
@@ -835,11 +834,6 @@ class cache final : private detail::cache_sweepable {
   static void bump(std::atomic<std::uint64_t>& counter) noexcept {
     // Relaxed: a statistic; stats() sums it under no ordering promise.
     counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
-
-  read_stripe& stripe_for(std::size_t h, std::uint32_t thread) const noexcept {
-    const std::size_t shard_index = (static_cast<std::uint64_t>(h) >> 40) & shard_mask_;
-    return stripes_[(shard_index * (stripe_mask_ + 1)) + (thread & stripe_mask_)];
   }
 
   read_stripe* stripes_of(const shard& s) const noexcept {

@@ -431,7 +431,7 @@ class l2_cache {
   bool apply_invalidation(std::string_view payload) {
     const std::size_t colon = payload.find(':');
     if (colon == std::string_view::npos) return false;
-    if (payload.substr(0, colon) == std::string_view(instance_id_)) return false;
+    if (payload.substr(0, colon) == std::string_view(opts_.instance_id)) return false;
     local_.erase(std::string(payload.substr(colon + 1)));
     count(stats_.invalidations_received);
     return true;
@@ -528,7 +528,6 @@ class l2_cache {
       std::uint64_t bits = detail::thread_rng()();
       for (int i = 0; i < 16; ++i, bits >>= 4) opts_.instance_id.push_back(hex[bits & 0xf]);
     }
-    instance_id_ = opts_.instance_id;
   }
 
   static cache_options local_options(const options& o) {
@@ -818,8 +817,8 @@ class l2_cache {
   boost::asio::awaitable<void> publish(const std::string& key) {
     if (opts_.invalidation_channel.empty()) co_return;
     std::string payload;
-    payload.reserve(instance_id_.size() + 1 + key.size());
-    payload.append(instance_id_).append(":").append(key);
+    payload.reserve(opts_.instance_id.size() + 1 + key.size());
+    payload.append(opts_.instance_id).append(":").append(key);
     call_result c = co_await call(command{"PUBLISH", opts_.invalidation_channel, payload});
     if (c.k == call_result::kind::ok) count(stats_.invalidations_sent);
   }
@@ -849,7 +848,6 @@ class l2_cache {
   Client& client_;
   executor_type ex_;
   options opts_;
-  std::string instance_id_;  // a copy of opts_.instance_id, fixed after construction
   Codec codec_;
   local_cache_type local_;
   breaker_type breaker_;

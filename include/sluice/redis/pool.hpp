@@ -44,7 +44,6 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <utility>
@@ -203,11 +202,8 @@ class connection_pool : public std::enable_shared_from_this<connection_pool> {
   }
 
  private:
-  // Stops the maintenance loop at its next tick and closes the pool.
-  void close_pool() {
-    closed_.store(true, std::memory_order_relaxed);
-    (void)pool_.close(std::chrono::steady_clock::now());
-  }
+  // Closes the pool (the maintenance loop stops at its next tick).
+  void close_pool() { (void)pool_.close(std::chrono::steady_clock::now()); }
 
   // Leases a connection, runs the command, returns the connection (or discards it when broken).
   struct exec_op {
@@ -297,7 +293,7 @@ class connection_pool : public std::enable_shared_from_this<connection_pool> {
     timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
       if (ec) return;
       auto self = weak.lock();
-      if (!self || self->closed_.load(std::memory_order_relaxed)) return;
+      if (!self || self->pool_.core().closed()) return;
       self->pool_.maintain();
       self->schedule_maintenance();
     });
@@ -309,8 +305,6 @@ class connection_pool : public std::enable_shared_from_this<connection_pool> {
   connection_pool_options options_;
   pool_type pool_;
   boost::asio::steady_timer timer_;
-  // Relaxed: only stops the maintenance loop at its next tick; the pool has its own closed state.
-  std::atomic<bool> closed_{false};
 };
 
 }  // namespace sluice::redis
