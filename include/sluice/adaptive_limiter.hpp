@@ -373,7 +373,10 @@ class adaptive_limiter {
         estimate_ *= opts_.backoff_ratio;
       } else if (window_ok_ > 0) {
         const double mean = window_sum_ / static_cast<double>(window_ok_);
-        const double gradient = std::clamp(opts_.tolerance * min_rtt_ / mean, 0.5, 1.0);
+        // A mean of 0 (every call within one clock tick) shows no queueing: gradient 1, not the
+        // 0/0 NaN that would poison the estimate.
+        const double gradient =
+            mean > 0 ? std::clamp(opts_.tolerance * min_rtt_ / mean, 0.5, 1.0) : 1.0;
         double target = estimate_ * gradient + std::sqrt(estimate_);
         if (!used) target = std::min(target, estimate_);  // app-limited: no evidence to grow
         estimate_ += opts_.smoothing * (target - estimate_);

@@ -167,6 +167,25 @@ TEST_CASE("adaptive_limiter: aimd converges to the capacity and recovers after a
   CHECK(settled <= 1.2 * capacity);
 }
 
+TEST_CASE("adaptive_limiter: latencies below the clock's resolution keep the limit finite",
+          "[adaptive_limiter]") {
+  // Calls that finish within one clock tick measure 0 ns (a coarse clock, a fast dependency):
+  // min_rtt and the window's mean are both 0, which must read as "no queueing", not 0/0.
+  manual_clock clock;
+  limiter_t limiter({.initial_limit = 16, .min_limit = 4, .max_limit = 64}, clock);
+  for (int i = 0; i < 500; ++i) {
+    auto p = limiter.try_acquire();
+    REQUIRE(p);
+    p->record_success();
+  }
+  const auto s = limiter.stats();
+  CHECK(std::isfinite(s.estimated_limit));
+  CHECK(s.estimated_limit >= 4);
+  CHECK(s.estimated_limit <= 64);
+  CHECK(limiter.limit() >= 4);
+  CHECK(limiter.limit() <= 64);
+}
+
 TEST_CASE("adaptive_limiter: min and max bound the limit", "[adaptive_limiter]") {
   manual_clock clock;
   limiter_t limiter({.initial_limit = 10, .min_limit = 8, .max_limit = 12, .min_window_samples = 4},
