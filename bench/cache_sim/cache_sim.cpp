@@ -134,7 +134,13 @@ double replay(const std::vector<std::uint64_t>& keys, std::size_t capacity,
               sluice::eviction_policy policy, std::uint64_t seed) {
   using cache_type =
       sluice::cache<std::uint64_t, std::uint8_t, std::chrono::steady_clock, seeded_hash>;
-  cache_type c({.max_entries = capacity, .policy = policy, .shards = 1, .background_sweep = false});
+  // Caller maintenance: each hit reaches the policy before the next write, so a replay is exact
+  // and deterministic (the background thread would apply them a little later, or drop some).
+  cache_type c({.max_entries = capacity,
+                .policy = policy,
+                .shards = 1,
+                .background_sweep = false,
+                .maintenance = sluice::cache_maintenance::caller});
   hash_seed = seed;
   std::uint64_t hits = 0;
   for (std::uint64_t k : keys) {

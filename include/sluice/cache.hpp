@@ -36,8 +36,11 @@
 // published; a write publishes a new entry, and removed entries are freed only after every
 // reader that could see them has left: see detail/cache_epoch.hpp), and note the hit in the
 // thread's stripe of a lossy read buffer that is replayed into the eviction policy under the
-// shard lock, 16 hits at a time, by whichever reader fills it (if the lock is free; a busy
-// shard drops the hit, never a value). With expire_after_access, get() takes the shard lock (a
+// shard lock (`cache_options::maintenance`): by default by one process-wide maintenance thread
+// that a reader asks for a pass when its stripe is half full (detail/cache_maintainer.hpp; a
+// reader that outruns it drops hits, never values), or with `cache_maintenance::caller` 16 hits
+// at a time by whichever reader fills the stripe, if the lock is free, and by every write before
+// it changes the shard. With expire_after_access, get() takes the shard lock (a
 // hit moves the deadline). get_or_load, get_stale and all writes take the shard lock. Values are
 // returned by copy: use a cheap-to-copy Value (a shared_ptr for big ones). Memory: a removed or
 // replaced entry is freed with its shard's next batch of 64 removals (or the next sweep) once no
@@ -68,6 +71,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -92,6 +96,7 @@
 #include "sluice/cache/sweeper.hpp"
 #include "sluice/detail/cache_epoch.hpp"
 #include "sluice/detail/cache_line.hpp"
+#include "sluice/detail/cache_maintainer.hpp"
 #include "sluice/detail/cache_node.hpp"
 #include "sluice/detail/cache_policy.hpp"
 #include "sluice/detail/cache_read_index.hpp"
@@ -119,6 +124,19 @@ enum class removal_cause {
   expired,
   // The cache was full and the policy chose it.
   evicted,
+};
+
+// Who replays the hits that lock-free get() calls buffer into the eviction policy.
+enum class cache_maintenance {
+  // One process-wide thread shared by all caches (started with the first cache that needs it,
+  // stopped with the last): a get() only notes its hit and returns, and writes do not replay
+  // the readers' hits either (Caffeine's design: its executor does this work). The hits of a
+  // reader that outruns the thread are dropped (the buffers are lossy; values never are).
+  background,
+  // The reader that fills its buffer (16 hits), when the shard lock is free, and every write
+  // before it changes the shard: no thread, and a single thread's policy sees exactly its own
+  // sequence of reads and writes (deterministic: what bench/cache_sim replays traces with).
+  caller,
 };
 
 // How a cache is configured. Durations of zero mean "off".
@@ -165,6 +183,11 @@ struct cache_options {
   // of 1024 reloads (a full queue declines): bounded threads and memory even when a backend
   // stalls, with no setup.
   std::function<bool(absl::AnyInvocable<void()>&&)> refresh_executor{};
+  // Who replays buffered hits into the eviction policy. Background: the readers' fast path is a
+  // lookup and a store (BM_cache_get_hit 70 -> ~30 ns, see bench/RESULTS.md) and the policy
+  // work runs on a core that is otherwise idle more often than not. `caller` when a process
+  // must not have the thread, or for deterministic replays.
+  cache_maintenance maintenance = cache_maintenance::background;
 
   // Returns InvalidArgument naming the first invalid field, else OK.
   [[nodiscard]] absl::Status validate() const {
@@ -221,7 +244,7 @@ struct cache_stats {
 
 template <class Key, class Value, class Clock = std::chrono::steady_clock,
           class Hash = absl::Hash<Key>, class Eq = std::equal_to<Key>>
-class cache final : private detail::cache_sweepable {
+class cache final : private detail::cache_sweepable, private detail::cache_maintainable {
  public:
   using key_type = Key;
   using value_type = Value;
@@ -265,6 +288,7 @@ class cache final : private detail::cache_sweepable {
     shards_ = std::make_unique<shard[]>(n);
     stripe_mask_ = std::min<std::size_t>(detail::next_pow2(2 * hw), max_stripes) - 1;
     stripes_ = std::make_unique<read_stripe[]>(n * (stripe_mask_ + 1));
+    for (std::size_t i = 0; i < n; ++i) shards_[i].stripes = &stripes_[i * (stripe_mask_ + 1)];
     timed_ = opts_.expire_after_write.count() > 0 || opts_.expire_after_access.count() > 0 ||
              opts_.refresh_after.count() > 0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -272,6 +296,11 @@ class cache final : private detail::cache_sweepable {
       detail::mutex_lock lock(s.mu);
       s.policy.init(opts_.policy == eviction_policy::tinylfu, (capacity + n - 1) / n,
                     (opts_.max_entries + n - 1) / n);
+    }
+    background_ = opts_.maintenance == cache_maintenance::background;
+    if (background_) {
+      marks_ = std::make_unique<std::atomic<std::uint64_t>[]>((n + 63) / 64);
+      maintainer_ok_.store(detail::cache_maintainer::instance().add(), std::memory_order_relaxed);
     }
     if (opts_.background_sweep) cache_sweeper::instance().add(this);
     uses_refresher_ =
@@ -296,6 +325,7 @@ class cache final : private detail::cache_sweepable {
   // Unregisters from the sweeper, waits for background reloads to finish, frees every entry
   // (without calling the listener).
   ~cache() {
+    if (background_) detail::cache_maintainer::instance().remove(this);
     if (opts_.background_sweep) cache_sweeper::instance().remove(this);
     {
       detail::mutex_lock lock(refresh_mu_);
@@ -315,8 +345,9 @@ class cache final : private detail::cache_sweepable {
   }
 
   // Returns the fresh value of `key`, or nullopt (absent, expired, or cached as not found).
-  // Records the access for the eviction policy. Never blocks: lock-free (replaying a full read
-  // buffer only try_locks the shard), unless expire_after_access is set (then it takes
+  // Records the access for the eviction policy. Never blocks: lock-free (asking the maintenance
+  // thread for a pass takes its lock briefly, once per half stripe; with caller maintenance a
+  // full read buffer only try_locks the shard), unless expire_after_access is set (then it takes
   // the key's shard lock briefly). Reads the clock once, only for an entry that expires. Does
   // not allocate unless copying Value does (a thread's first call anywhere registers it, once).
   std::optional<Value> get(const Key& key) {
@@ -327,15 +358,12 @@ class cache final : private detail::cache_sweepable {
     // entry cannot be freed before the section ends), copy the value, and note the hit in this
     // thread's stripe of the shard's read buffer.
     detail::cache_epoch_guard guard;
-    read_stripe& rs = stripes_of(s)[guard.thread_index() & stripe_mask_];
+    read_stripe& rs = s.stripes[guard.thread_index() & stripe_mask_];
     const node* n = find_node(s, key, h);
-    if (n == nullptr || (n->fresh_until != detail::cache_never && now_ns() >= n->fresh_until)) {
-      bump(rs.misses);
-      return std::nullopt;
-    }
-    if (!n->value) {
-      bump(rs.negative_hits);
-      return std::nullopt;
+    // The common case inline and short (a hit on an entry without expiry): fewer instructions per
+    // get let the CPU overlap more of consecutive gets' cache misses.
+    if (n == nullptr || n->fresh_until != detail::cache_never || !n->value) [[unlikely]] {
+      return get_rest(s, rs, n);
     }
     // Every hit is recorded (the policy's hit ratio depends on it: sampling 1 in 2 cost ~6 points
     // on the LIRS glimpse trace); only a shard too busy to drain drops some.
@@ -419,7 +447,7 @@ class cache final : private detail::cache_sweepable {
     bool found = false;
     {
       detail::mutex_lock lock(s.mu);
-      drain_reads(s);
+      drain_for_write(s);
       auto it = s.map.find(key, h);
       if (it != s.map.end()) {
         found = true;
@@ -679,6 +707,8 @@ class cache final : private detail::cache_sweepable {
   struct alignas(detail::cache_line_size) shard {
     // Read without the lock (its own cache lines).
     detail::cache_read_index index;
+    // This shard's stripes of the read buffer (cache::stripes_), set once at construction.
+    read_stripe* stripes = nullptr;
     alignas(detail::cache_line_size) mutable detail::mutex mu;
     absl::flat_hash_map<Key, node*, Hash, Eq> map ABSL_GUARDED_BY(mu);
     cache_stats c ABSL_GUARDED_BY(mu);
@@ -836,8 +866,26 @@ class cache final : private detail::cache_sweepable {
     counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 
-  read_stripe* stripes_of(const shard& s) const noexcept {
-    return &stripes_[static_cast<std::size_t>(&s - shards_.get()) * (stripe_mask_ + 1)];
+  read_stripe* stripes_of(const shard& s) const noexcept { return s.stripes; }
+
+  // get() for what is not a hit on an entry without expiry (inside get's read section).
+#if defined(__GNUC__)
+  __attribute__((noinline))
+#endif
+  std::optional<Value>
+  get_rest(shard& s, read_stripe& rs, const node* n) {
+    if (n == nullptr || (n->fresh_until != detail::cache_never && now_ns() >= n->fresh_until)) {
+      bump(rs.misses);
+      return std::nullopt;
+    }
+    if (!n->value) {
+      bump(rs.negative_hits);
+      return std::nullopt;
+    }
+    bump(rs.hits);
+    std::optional<Value> out(n->value);
+    record_read(s, rs, n);
+    return out;
   }
 
   // Finds `key` in the shard's published index. Call inside an epoch read section.
@@ -859,7 +907,25 @@ class cache final : private detail::cache_sweepable {
       // Release: pairs with the drainer's acquire exchange (the pointer's node is published).
       rs.ring[head & (read_ring - 1)].store(const_cast<node*>(n), std::memory_order_release);
       rs.head.store(head + 1, std::memory_order_release);
-      if (head + 1 - tail < read_ring) return;
+      // Background: at half full, ask the maintainer for a pass, leaving it half a ring to get
+      // here. Caller: replay when full.
+      if (head + 1 - tail != (background_ ? read_ring / 2 : read_ring)) [[likely]]
+        return;
+    }
+    record_read_rest(s, rs, head, tail);
+  }
+
+  // record_read() past its fast path: the buffer needs a replay.
+#if defined(__GNUC__)
+  __attribute__((noinline))
+#endif
+  void
+  record_read_rest(shard& s, read_stripe& rs, std::uint32_t head, std::uint32_t tail) {
+    if (head - tail < read_ring) {
+      if (background_ && request_maintenance(s)) return;
+    } else if (background_ && maintainer_ok_.load(std::memory_order_relaxed)) {
+      // Full: the maintainer is behind; drop the hit (lossy).
+      return;
     } else if ((rs.hits.load(std::memory_order_relaxed) & (read_ring - 1)) != 0) {
       // Full and the last drain attempt failed: drop the hit, and retry the lock only every
       // 16th hit, so a contended shard's lock line is not hammered by every reader.
@@ -874,8 +940,55 @@ class cache final : private detail::cache_sweepable {
   // Records a hit found under the shard lock (get_stale, get_or_load, expire-after-access), after
   // the buffered ones so the policy sees hits roughly in order.
   void record_read_locked(shard& s, node* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-    drain_reads(s);
+    drain_for_write(s);
     s.policy.on_access(n);
+  }
+
+  // Before a change to the shard under its lock: with caller maintenance, replays the buffered
+  // hits first (a single thread's policy then sees its exact sequence); with background
+  // maintenance the thread does that (the buffered hits are applied a little later; an entry
+  // removed meanwhile is skipped).
+  void drain_for_write(shard& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    if (!background_) drain_reads(s);
+  }
+
+  // Marks `s` for the maintainer and queues a pass over this cache unless one is queued. Returns
+  // false when the maintainer has no thread (the caller then drains like caller maintenance).
+  bool request_maintenance(shard& s) {
+    const std::size_t i = static_cast<std::size_t>(&s - shards_.get());
+    std::atomic<std::uint64_t>& word = marks_[i / 64];
+    const std::uint64_t bit = std::uint64_t{1} << (i % 64);
+    // Relaxed first: a marked shard costs no locked instruction.
+    if ((word.load(std::memory_order_relaxed) & bit) == 0) {
+      // seq_cst (with the load of maintenance_queued below, and the maintainer's store of false
+      // before its pass reads the marks): either that pass sees this mark or this thread sees
+      // the flag cleared and queues another pass.
+      word.fetch_or(bit, std::memory_order_seq_cst);
+    }
+    if (maintenance_queued.load(std::memory_order_seq_cst) ||
+        maintenance_queued.exchange(true, std::memory_order_seq_cst)) {
+      return true;
+    }
+    if (detail::cache_maintainer::instance().schedule(this)) return true;
+    maintenance_queued.store(false, std::memory_order_relaxed);
+    maintainer_ok_.store(false, std::memory_order_relaxed);
+    return false;
+  }
+
+  // The maintainer's pass: replays the buffers of every marked shard.
+  void maintain() override {
+    const std::size_t words = (shard_mask_ + 64) / 64;
+    for (std::size_t w = 0; w < words; ++w) {
+      // seq_cst: see request_maintenance.
+      std::uint64_t bits = marks_[w].exchange(0, std::memory_order_seq_cst);
+      while (bits != 0) {
+        const int b = std::countr_zero(bits);
+        bits &= bits - 1;
+        shard& s = shards_[w * 64 + static_cast<std::size_t>(b)];
+        detail::mutex_lock lock(s.mu);
+        drain_reads(s);
+      }
+    }
   }
 
   // Replays the buffered hits into the policy. Called before every structural change (so a single
@@ -1092,7 +1205,7 @@ class cache final : private detail::cache_sweepable {
     pending p;
     {
       detail::mutex_lock lock(s.mu);
-      drain_reads(s);
+      drain_for_write(s);
       insert_locked(s, key, h, std::move(fresh), w, ttl.count(), p);
       maybe_reclaim(s, p);
     }
@@ -1135,7 +1248,7 @@ class cache final : private detail::cache_sweepable {
     }
     {
       detail::mutex_lock lock(s.mu);
-      drain_reads(s);
+      drain_for_write(s);
       if (r.ok()) {
         ++s.c.loads;
         insert_locked(s, key, h, std::move(fresh), w, opts_.expire_after_write.count(), p);
@@ -1285,6 +1398,12 @@ class cache final : private detail::cache_sweepable {
   // Stripes of shard i: [i * (stripe_mask_ + 1), (i + 1) * (stripe_mask_ + 1)).
   std::size_t stripe_mask_ = 0;
   std::unique_ptr<read_stripe[]> stripes_;
+  // Background maintenance: one bit per shard whose buffers want a pass (set by readers, cleared
+  // by the maintainer), and whether the maintainer's thread could be started (false: readers
+  // drain themselves, as with caller maintenance).
+  bool background_ = false;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> marks_;
+  std::atomic<bool> maintainer_ok_{true};
   detail::mutex refresh_mu_;
   detail::cond_var refresh_cv_;
   std::uint64_t refreshing_ ABSL_GUARDED_BY(refresh_mu_) = 0;

@@ -19,6 +19,7 @@
 
 #include "sluice/cache/sweeper.hpp"
 #include "sluice/detail/cache_epoch.hpp"
+#include "sluice/detail/cache_maintainer.hpp"
 #include "sluice/detail/cache_read_index.hpp"
 #include "sluice/detail/cache_sketch.hpp"
 #include "sluice/detail/cache_timer_wheel.hpp"
@@ -35,11 +36,14 @@ using sluice::testing::manual_clock;
 using str_cache = sluice::cache<std::string, std::string, manual_clock>;
 using int_cache = sluice::cache<int, int, manual_clock>;
 
+// One shard, no sweeper thread, and caller maintenance: every hit reaches the policy before the
+// next write, so eviction order is exact (tests of background maintenance set it themselves).
 sluice::cache_options one_shard(std::size_t max_entries) {
   sluice::cache_options o;
   o.max_entries = max_entries;
   o.shards = 1;
   o.background_sweep = false;
+  o.maintenance = sluice::cache_maintenance::caller;
   return o;
 }
 
@@ -421,8 +425,10 @@ TEST_CASE("cache: a weigher bounds the total weight", "[cache]") {
 }
 
 TEST_CASE("cache: a get hit does not allocate", "[cache]") {
+  const auto mode =
+      GENERATE(sluice::cache_maintenance::background, sluice::cache_maintenance::caller);
   sluice::cache<std::uint64_t, std::uint64_t> c(
-      {.max_entries = 1000, .shards = 1, .background_sweep = false});
+      {.max_entries = 1000, .shards = 1, .background_sweep = false, .maintenance = mode});
   for (std::uint64_t k = 0; k < 1000; ++k) c.put(k, k);
   sluice_test::alloc_scope scope;
   std::uint64_t sum = 0;
@@ -435,8 +441,11 @@ TEST_CASE("cache: a get hit does not allocate", "[cache]") {
 
 TEST_CASE("cache: concurrent mixed operations keep the cache consistent", "[cache][stress]") {
   const int threads = GENERATE(1, 2, 4);
+  const auto mode =
+      GENERATE(sluice::cache_maintenance::background, sluice::cache_maintenance::caller);
   manual_clock clock;
   sluice::cache_options o;
+  o.maintenance = mode;
   o.max_entries = 512;
   o.shards = 4;
   o.expire_after_write = 1s;
@@ -550,8 +559,11 @@ TEST_CASE("cache: lock-free readers race writers, eviction and expiry on a few k
   // Few keys and a tiny capacity: every write replaces, evicts or expires an entry that readers
   // on other threads are reading, so reclamation runs while they hold pointers (TSan checks it).
   const int writers = GENERATE(1, 2);
+  const auto mode =
+      GENERATE(sluice::cache_maintenance::background, sluice::cache_maintenance::caller);
   manual_clock clock;
   sluice::cache_options o;
+  o.maintenance = mode;
   o.max_entries = 4;
   o.shards = 1;
   o.expire_after_write = 50ms;
@@ -662,6 +674,50 @@ TEST_CASE("cache: lock-free hits and misses are counted and feed the policy", "[
   const sluice::cache_stats st = c.stats();
   CHECK(st.hits == 50);
   CHECK(st.misses == 1);
+}
+
+TEST_CASE("cache: background maintenance replays hits on the shared thread", "[cache]") {
+  sluice::cache_options o = one_shard(100);
+  o.policy = sluice::eviction_policy::lru;
+  o.maintenance = sluice::cache_maintenance::background;
+  std::uint64_t passes_before = 0;
+  {
+    int_cache c(o);
+    CHECK(sluice::detail::cache_maintainer::instance().running());
+    for (int k = 0; k < 100; ++k) c.put(k, k);
+    passes_before = sluice::detail::cache_maintainer::instance().passes();
+    // Writes leave the buffers to the thread; 8 hits (half a stripe's ring) ask it for a pass.
+    for (int k = 0; k < 8; ++k) REQUIRE(c.get(k).has_value());
+    REQUIRE(eventually(
+        [&] { return sluice::detail::cache_maintainer::instance().passes() > passes_before; }));
+    // The pass replayed the 8 hits: LRU now evicts 8..99 first.
+    for (int k = 100; k < 192; ++k) c.put(k, k);
+    for (int k = 0; k < 8; ++k) CHECK(c.peek(k).has_value());
+    for (int k = 8; k < 100; ++k) CHECK_FALSE(c.peek(k).has_value());
+    CHECK(c.stats().hits == 8);
+  }
+  // The thread stops with the last cache that uses it.
+  CHECK_FALSE(sluice::detail::cache_maintainer::instance().running());
+}
+
+TEST_CASE("cache: caches come and go while the maintenance thread replays their hits",
+          "[cache][stress]") {
+  // Each cache is destroyed right after its readers stop, usually with a pass queued or running:
+  // the destructor must wait for it (ASan/TSan check no pass touches a destroyed cache).
+  for (int round = 0; round < 40; ++round) {
+    auto c = std::make_unique<sluice::cache<int, int>>(
+        sluice::cache_options{.max_entries = 256, .shards = 4, .background_sweep = false});
+    for (int k = 0; k < 256; ++k) c->put(k, k);
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 2; ++t) {
+      readers.emplace_back([&c, t] {
+        for (int i = 0; i < 2000; ++i) (void)c->get((i * 7 + t) % 300);
+      });
+    }
+    for (auto& r : readers) r.join();
+    c.reset();
+  }
+  CHECK_FALSE(sluice::detail::cache_maintainer::instance().running());
 }
 
 TEST_CASE("cache: hit and miss counters never step back with more threads than stripes",
