@@ -976,8 +976,11 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   }
 
   // The maintainer's pass: replays the buffers of every marked shard.
+  // A shard whose lock is taken (a write in progress) is not waited for: a writer that found its
+  // lock held by this thread would sleep; the shard is marked again for the next pass instead.
   void maintain() override {
     const std::size_t words = (shard_mask_ + 64) / 64;
+    bool busy = false;
     for (std::size_t w = 0; w < words; ++w) {
       // seq_cst: see request_maintenance.
       std::uint64_t bits = marks_[w].exchange(0, std::memory_order_seq_cst);
@@ -985,8 +988,20 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
         const int b = std::countr_zero(bits);
         bits &= bits - 1;
         shard& s = shards_[w * 64 + static_cast<std::size_t>(b)];
-        detail::mutex_lock lock(s.mu);
+        if (!s.mu.try_lock()) {
+          marks_[w].fetch_or(std::uint64_t{1} << b, std::memory_order_seq_cst);
+          busy = true;
+          continue;
+        }
         drain_reads(s);
+        s.mu.unlock();
+      }
+    }
+    if (busy && !maintenance_queued.exchange(true, std::memory_order_seq_cst)) {
+      // Let the writer finish before the next pass.
+      std::this_thread::yield();
+      if (!detail::cache_maintainer::instance().schedule(this)) {
+        maintenance_queued.store(false, std::memory_order_relaxed);
       }
     }
   }

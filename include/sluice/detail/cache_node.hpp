@@ -30,8 +30,9 @@ struct cache_timer_link {
 // Which policy queue an entry is in.
 enum class cache_queue : std::uint8_t { none, window, probation, protected_ };
 
-// The policy- and expiry-visible part of an entry; the cache derives its node (key, value) from it.
-struct cache_node_base : cache_policy_link, cache_timer_link {
+// The fields of an entry that do not change while it is published (expires_at excepted with
+// expire-after-access, when readers take the shard lock too).
+struct cache_node_fixed {
   // The map's hash of the key (the sketch re-mixes it).
   std::uint64_t hash = 0;
   // Until when the entry is fresh (returned by get); cache_never without expiry.
@@ -44,6 +45,16 @@ struct cache_node_base : cache_policy_link, cache_timer_link {
   std::int64_t written_at = 0;
   // The entry's share of the capacity (1 without a weigher).
   std::uint32_t weight = 1;
+};
+
+// The policy- and expiry-visible part of an entry; the cache derives its node (key, value) from it
+// and puts the key and value first. The fixed fields come next and the links last: the links are
+// written on every hit the maintenance thread replays, and 48 bytes of fields that readers never
+// see changing keep them off the cache line a lock-free reader reads the key and value from
+// (for a 32-byte key and value, e.g. two integers, at every 16-byte aligned address; sharing it
+// made each read of a hot entry a cross-core miss: 64 -> 34 ns per Zipf get, bench/RESULTS.md).
+struct cache_node_base : cache_node_fixed, cache_policy_link, cache_timer_link {
+  // Which policy queue the entry is in.
   cache_queue queue = cache_queue::none;
 };
 
