@@ -183,10 +183,11 @@ struct cache_options {
   // of 1024 reloads (a full queue declines): bounded threads and memory even when a backend
   // stalls, with no setup.
   std::function<bool(absl::AnyInvocable<void()>&&)> refresh_executor{};
-  // Who replays buffered hits into the eviction policy. Background: the readers' fast path is a
-  // lookup and a store (BM_cache_get_hit 70 -> ~30 ns, see bench/RESULTS.md) and the policy
-  // work runs on a core that is otherwise idle more often than not. `caller` when a process
-  // must not have the thread, or for deterministic replays.
+  // Who replays buffered hits into the eviction policy. Background (the default): a hit is a
+  // lookup and a store into the reader's own buffer (BM_cache_get_hit 70 -> 35 ns, Zipf at two
+  // threads 1.5x -> 2.2x the mutex LRU, see bench/RESULTS.md) and the policy's work moves to one
+  // thread per process. `caller` when a process must not have that thread, or for replays that
+  // must be exact and deterministic (the hit ratios in bench/RESULTS.md are measured so).
   cache_maintenance maintenance = cache_maintenance::background;
 
   // Returns InvalidArgument naming the first invalid field, else OK.
@@ -671,9 +672,11 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   };
 
   // Hits a thread's stripe of a shard's read buffer holds before it is replayed into the policy
-  // (by the reader that fills it, if the shard lock is free; else the hit is dropped). 16: a
-  // replay every 16 hits amortises the lock and the policy's cache misses while keeping the
-  // batch short; a power of two.
+  // (caller maintenance: by the reader that fills it, if the shard lock is free; background: the
+  // reader asks the maintenance thread at half full; a full stripe drops hits). 16: a replay
+  // every 8-16 hits amortises the lock and the policy's cache misses while keeping the batch
+  // short (32 and 64 measured: fewer passes, but longer lock holds that writers wait for, and
+  // Zipf at two threads 2.2x -> 2.0x / 1.7x); a power of two.
   static constexpr std::uint32_t read_ring = 16;
   // At most this many stripes per shard (one per reading thread, modulo the count).
   static constexpr std::size_t max_stripes = 16;
@@ -895,9 +898,9 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     }));
   }
 
-  // Notes a lock-free hit on `n` in the caller's stripe; replays the stripe's hits into the
-  // policy when it is full and the shard lock is free, else drops the hit (lossy, as Caffeine's
-  // read buffers: a busy shard loses a little recency information, never correctness).
+  // Notes a lock-free hit on `n` in the caller's stripe; has the stripe replayed into the policy
+  // when it fills (see read_ring), else drops the hit (lossy, as Caffeine's read buffers: a busy
+  // shard loses a little recency information, never correctness).
   void record_read(shard& s, read_stripe& rs, const node* n) {
     // Relaxed: the stripe's positions only decide where to write and when to drain; the entries
     // themselves are published with release stores below.

@@ -702,8 +702,9 @@ TEST_CASE("cache: background maintenance replays hits on the shared thread", "[c
 
 TEST_CASE("cache: caches come and go while the maintenance thread replays their hits",
           "[cache][stress]") {
-  // Each cache is destroyed right after its readers stop, usually with a pass queued or running:
-  // the destructor must wait for it (ASan/TSan check no pass touches a destroyed cache).
+  // Each cache is destroyed right after its threads stop, usually with a pass queued or running
+  // (or re-queued by a pass that found a shard busy): the destructor must wait for it and drop
+  // it (ASan/TSan check that no pass touches a destroyed cache).
   for (int round = 0; round < 40; ++round) {
     auto c = std::make_unique<sluice::cache<int, int>>(
         sluice::cache_options{.max_entries = 256, .shards = 4, .background_sweep = false});
@@ -711,7 +712,15 @@ TEST_CASE("cache: caches come and go while the maintenance thread replays their 
     std::vector<std::thread> readers;
     for (int t = 0; t < 2; ++t) {
       readers.emplace_back([&c, t] {
-        for (int i = 0; i < 2000; ++i) (void)c->get((i * 7 + t) % 300);
+        // Writes hold shard locks that the pass finds taken: it then queues the cache again.
+        for (int i = 0; i < 2000; ++i) {
+          const int k = (i * 7 + t) % 300;
+          if (i % 5 == 0) {
+            c->put(k, k);
+          } else {
+            (void)c->get(k);
+          }
+        }
       });
     }
     for (auto& r : readers) r.join();

@@ -74,12 +74,14 @@ class cache_maintainer {
     return start_locked();
   }
 
-  // Unregisters `c`: drops its queued pass and waits for a pass in progress; with the last cache,
-  // stops and joins the thread.
+  // Unregisters `c`: waits for a pass in progress, then drops its queued pass; with the last
+  // cache, stops and joins the thread. `c`'s readers must have stopped (nothing queues it again).
   void remove(cache_maintainable* c) ABSL_LOCKS_EXCLUDED(mu_) {
     std::thread to_join;
     {
       detail::mutex_lock lock(mu_);
+      // First wait for its pass: a pass may queue the cache again (see cache::maintain()).
+      while (running_ == c) cv_.wait(mu_);
       if (c->in_queue_) {
         cache_maintainable** link = &head_;
         while (*link != c) link = &(*link)->next_queued_;
@@ -88,7 +90,6 @@ class cache_maintainer {
         c->in_queue_ = false;
         c->next_queued_ = nullptr;
       }
-      while (running_ == c) cv_.wait(mu_);
       if (--users_ == 0 && thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
         ++generation_;
         to_join = std::move(thread_);
