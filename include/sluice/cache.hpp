@@ -79,6 +79,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <new>
 #include <optional>
 #include <system_error>
 #include <thread>
@@ -98,6 +99,7 @@
 #include "sluice/detail/cache_line.hpp"
 #include "sluice/detail/cache_maintainer.hpp"
 #include "sluice/detail/cache_node.hpp"
+#include "sluice/detail/cache_node_pool.hpp"
 #include "sluice/detail/cache_policy.hpp"
 #include "sluice/detail/cache_read_index.hpp"
 #include "sluice/detail/cache_refresher.hpp"
@@ -336,8 +338,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     for (std::size_t i = 0; i <= shard_mask_; ++i) {
       shard& s = shards_[i];
       detail::mutex_lock lock(s.mu);
-      for (auto& kv : s.map) delete kv.second;
-      s.map.clear();
+      s.index.for_each([](detail::cache_node_base* n) { destroy_node(static_cast<node*>(n)); });
       for (const detail::cache_epoch::retired& r : s.retired) r.free(r.p);
       for (const retired_batch& b : s.limbo) {
         for (const detail::cache_epoch::retired& r : b.items) r.free(r.p);
@@ -385,9 +386,8 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     if (access_expiry()) {
       // expires_at slides under the shard lock: read it there.
       detail::mutex_lock lock(s.mu);
-      auto it = s.map.find(key, h);
-      if (it == s.map.end()) return std::nullopt;
-      n = it->second;
+      n = find_locked(s, key, h);
+      if (n == nullptr) return std::nullopt;
       if (n->expires_at != detail::cache_never && now_ns() >= n->expires_at) return std::nullopt;
       return n->value;
     }
@@ -402,9 +402,8 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     const std::size_t h = hash_(key);
     shard& s = shard_for(h);
     detail::mutex_lock lock(s.mu);
-    auto it = s.map.find(key, h);
-    if (it == s.map.end()) return miss_stale(s);
-    node* n = it->second;
+    node* n = find_locked(s, key, h);
+    if (n == nullptr) return miss_stale(s);
     const std::int64_t now = n->remove_at != detail::cache_never ? now_ns() : 0;
     if (now >= n->remove_at || !n->value) return miss_stale(s);
     const bool stale = now >= n->expires_at;
@@ -449,10 +448,9 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     {
       detail::mutex_lock lock(s.mu);
       drain_for_write(s);
-      auto it = s.map.find(key, h);
-      if (it != s.map.end()) {
+      if (node* n = find_locked(s, key, h); n != nullptr) {
         found = true;
-        erase_locked(s, it, p);
+        erase_locked(s, n, p);
       }
       maybe_reclaim(s, p);
     }
@@ -469,13 +467,14 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
       {
         detail::mutex_lock lock(s.mu);
         drain_reads(s);
-        for (auto& kv : s.map) {
-          unlink_node(s, kv.second);
+        s.index.for_each([&](detail::cache_node_base* b) {
+          node* n = static_cast<node*>(b);
+          s.policy.on_remove(n);
+          if (s.wheel) s.wheel->unschedule(n);
           ++s.c.erasures;
-          p.removed.emplace_back(kv.second, removal_cause::erased);
-          retire(s, kv.second);
-        }
-        s.map.clear();
+          p.removed.emplace_back(n, removal_cause::erased);
+          retire(s, n);
+        });
         retire_table(s, s.index.clear());
         maybe_reclaim(s, p);
       }
@@ -582,7 +581,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     for (std::size_t i = 0; i <= shard_mask_; ++i) {
       const shard& s = shards_[i];
       detail::mutex_lock lock(s.mu);
-      total += s.map.size();
+      total += s.index.size();
     }
     return total;
   }
@@ -662,6 +661,18 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     node(const Key& k, std::optional<Value>&& v) : node_payload(k, std::move(v)) {}
   };
 
+  using node_pool = detail::cache_node_pool<sizeof(node), alignof(node)>;
+
+  static void destroy_node(node* n) noexcept {
+    n->~node();
+    node_pool::deallocate(n);
+  }
+
+  struct node_deleter {
+    void operator()(node* n) const noexcept { destroy_node(n); }
+  };
+  using node_ptr = std::unique_ptr<node, node_deleter>;
+
   struct flight {
     detail::mutex mu;
     detail::cond_var cv;
@@ -713,7 +724,6 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     // This shard's stripes of the read buffer (cache::stripes_), set once at construction.
     read_stripe* stripes = nullptr;
     alignas(detail::cache_line_size) mutable detail::mutex mu;
-    absl::flat_hash_map<Key, node*, Hash, Eq> map ABSL_GUARDED_BY(mu);
     cache_stats c ABSL_GUARDED_BY(mu);
     // The stripes' miss counts already handed to the policy.
     std::uint64_t misses_seen ABSL_GUARDED_BY(mu) = 0;
@@ -748,11 +758,9 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   probe probe_or_join(shard& s, const Key& key, std::size_t h, bool can_refresh) {
     probe pr;
     detail::mutex_lock lock(s.mu);
-    auto it = s.map.find(key, h);
     std::optional<Value> current;
     bool refresh = false;
-    if (it != s.map.end()) {
-      node* n = it->second;
+    if (node* n = find_locked(s, key, h); n != nullptr) {
       const std::int64_t now = (n->remove_at != detail::cache_never || timed_) ? now_ns() : 0;
       if (now < n->expires_at) {
         if (!n->value) {
@@ -827,9 +835,8 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   // get() with expire-after-access: a hit slides the entry's deadline, so it takes the lock.
   std::optional<Value> get_locked(shard& s, const Key& key, std::size_t h) {
     detail::mutex_lock lock(s.mu);
-    auto it = s.map.find(key, h);
-    if (it == s.map.end()) return miss(s);
-    node* n = it->second;
+    node* n = find_locked(s, key, h);
+    if (n == nullptr) return miss(s);
     const std::int64_t now = now_ns();
     if (now >= n->expires_at) return miss(s);
     touch_expiry(s, n, now);
@@ -889,6 +896,12 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     std::optional<Value> out(n->value);
     record_read(s, rs, n);
     return out;
+  }
+
+  // Finds `key` under the shard lock (the read index is the shard's only map of its entries).
+  node* find_locked(const shard& s, const Key& key, std::size_t h) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    return const_cast<node*>(find_node(s, key, h));
   }
 
   // Finds `key` in the shard's published index. Call inside an epoch read section.
@@ -1055,7 +1068,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     }
   }
 
-  static void free_node(void* p) { delete static_cast<node*>(p); }
+  static void free_node(void* p) { destroy_node(static_cast<node*>(p)); }
 
   // Hands `n` (unlinked from the index and the policy) to epoch-based reclamation.
   void retire(shard& s, node* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
@@ -1101,11 +1114,8 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     s.limbo.erase(s.limbo.begin(), s.limbo.begin() + static_cast<std::ptrdiff_t>(done));
   }
 
-  // Removes the entry at `it` (erase(), a NotFound reload) and retires it.
-  void erase_locked(shard& s, typename absl::flat_hash_map<Key, node*, Hash, Eq>::iterator it,
-                    pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-    node* n = it->second;
-    s.map.erase(it);
+  // Removes the entry `n` (erase(), a NotFound reload) and retires it.
+  void erase_locked(shard& s, node* n, pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     unlink_node(s, n);
     ++s.c.erasures;
     p.removed.emplace_back(n, removal_cause::erased);
@@ -1142,23 +1152,28 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   // Makes the node a write publishes, before the shard lock is taken (the allocation and the
   // copies stay out of the critical section). A write always makes a new node: lock-free readers
   // may be reading the old one, whose key, value and deadlines never change once published.
-  static std::unique_ptr<node> make_node(const Key& key, std::optional<Value>&& value) {
-    return std::make_unique<node>(key, std::move(value));
+  // The memory comes from the calling thread's pool of freed nodes (detail/cache_node_pool.hpp).
+  static node_ptr make_node(const Key& key, std::optional<Value>&& value) {
+    void* p = node_pool::allocate();
+    try {
+      return node_ptr(new (p) node(key, std::move(value)));
+    } catch (...) {
+      node_pool::deallocate(p);
+      throw;
+    }
   }
 
   // Inserts or replaces `key` with `fresh` (the shard lock held, reads drained), evicting as
   // needed.
-  void insert_locked(shard& s, const Key& key, std::size_t h, std::unique_ptr<node> fresh,
-                     std::uint32_t weight, std::int64_t ttl, pending& p)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  void insert_locked(shard& s, const Key& key, std::size_t h, node_ptr fresh, std::uint32_t weight,
+                     std::int64_t ttl, pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     const bool needs_time = ttl > 0 || timed_ || s.wheel != nullptr;
     const std::int64_t now = needs_time ? now_ns() : 0;
-    auto it = s.map.find(key, h);
+    node* old = find_locked(s, key, h);
     node* n = fresh.release();
     n->hash = h;
     n->weight = weight;
-    if (it != s.map.end()) {
-      node* old = it->second;
+    if (old != nullptr) {
       if (old->value) {
         ++s.c.replacements;
         p.replaced = old;
@@ -1166,20 +1181,17 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
       s.policy.on_replace(old, n, weight);
       if (s.wheel) s.wheel->unschedule(old);
       set_deadlines(s, n, now, ttl);
-      it->second = n;
       s.index.replace(h, old, n);
       retire(s, old);
     } else {
       s.policy.on_insert(n);
       set_deadlines(s, n, now, ttl);
-      s.map.emplace(key, n);
       retire_table(s, s.index.insert(h, n));
     }
     absl::InlinedVector<detail::cache_node_base*, 4> victims;
     s.policy.evict([&victims](detail::cache_node_base* v) { victims.push_back(v); });
     for (detail::cache_node_base* v : victims) {
       node* vn = static_cast<node*>(v);
-      s.map.erase(vn->key);
       if (s.wheel) s.wheel->unschedule(vn);
       s.index.erase(vn->hash, vn);
       ++s.c.evictions;
@@ -1204,7 +1216,6 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
         s.wheel->advance(now, budget, [&due](detail::cache_node_base* n) { due.push_back(n); });
     for (detail::cache_node_base* b : due) {
       node* n = static_cast<node*>(b);
-      s.map.erase(n->key);
       s.policy.on_remove(n);
       s.index.erase(n->hash, n);
       ++s.c.expirations;
@@ -1218,7 +1229,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     const std::uint32_t w = weigh(key, value);
     const std::size_t h = hash_(key);
     shard& s = shard_for(h);
-    std::unique_ptr<node> fresh = make_node(key, std::move(value));
+    node_ptr fresh = make_node(key, std::move(value));
     detail::cache_epoch_guard guard;
     pending p;
     {
@@ -1260,7 +1271,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     std::optional<Value> v;
     if (r.ok()) v = *r;
     const std::uint32_t w = weigh(key, v);
-    std::unique_ptr<node> fresh;
+    node_ptr fresh;
     if (r.ok() || (absl::IsNotFound(r.status()) && opts_.negative_ttl.count() > 0)) {
       fresh = make_node(key, std::move(v));
     }
@@ -1275,8 +1286,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
         if (opts_.negative_ttl.count() > 0) {
           insert_locked(s, key, h, std::move(fresh), 1, opts_.negative_ttl.count(), p);
         } else if (refresh) {
-          auto it = s.map.find(key, h);
-          if (it != s.map.end()) erase_locked(s, it, p);
+          if (node* n = find_locked(s, key, h); n != nullptr) erase_locked(s, n, p);
         }
       } else {
         // A failed reload keeps the old value (stale-if-error); a failed load caches nothing.
@@ -1383,9 +1393,6 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
           done = expire_locked(s, now_ns(), batch, p);
           budget -= before - batch;
           // Give memory back after a burst: a table left mostly empty is rebuilt to fit.
-          if (done && s.map.capacity() > 64 && s.map.size() * 8 < s.map.capacity()) {
-            s.map.rehash(0);
-          }
           if (done) retire_table(s, s.index.shrink_to_fit());
           maybe_reclaim(s, p);
         }
