@@ -106,6 +106,14 @@
 #include "sluice/detail/cache_timer_wheel.hpp"
 #include "sluice/detail/mutex.hpp"
 
+// Keeps a rarely taken path out of its caller (a short hit path lets the CPU overlap more of
+// consecutive lookups' cache misses).
+#if defined(__GNUC__)
+#define SLUICE_CACHE_COLD __attribute__((noinline, cold))
+#else
+#define SLUICE_CACHE_COLD
+#endif
+
 namespace sluice {
 
 // Which entries a full cache evicts.
@@ -301,6 +309,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
                     (opts_.max_entries + n - 1) / n);
     }
     background_ = opts_.maintenance == cache_maintenance::background;
+    ring_threshold_ = background_ ? read_ring / 2 : read_ring;
     if (background_) {
       marks_ = std::make_unique<std::atomic<std::uint64_t>[]>((n + 63) / 64);
       maintainer_ok_.store(detail::cache_maintainer::instance().add(), std::memory_order_relaxed);
@@ -821,8 +830,10 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     return std::chrono::duration_cast<duration>(clock_.now().time_since_epoch()).count();
   }
 
+  // Bits 32.. of the hash times an odd constant (a different one from the index's, which uses
+  // the product's top bits): spread even for an identity hash of small integers.
   shard& shard_for(std::size_t h) const noexcept {
-    return shards_[(static_cast<std::uint64_t>(h) >> 40) & shard_mask_];
+    return shards_[((static_cast<std::uint64_t>(h) * 0xD6E8FEB86659FD93ULL) >> 32) & shard_mask_];
   }
 
   bool access_expiry() const noexcept { return opts_.expire_after_access.count() > 0; }
@@ -833,7 +844,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   }
 
   // get() with expire-after-access: a hit slides the entry's deadline, so it takes the lock.
-  std::optional<Value> get_locked(shard& s, const Key& key, std::size_t h) {
+  SLUICE_CACHE_COLD std::optional<Value> get_locked(shard& s, const Key& key, std::size_t h) {
     detail::mutex_lock lock(s.mu);
     node* n = find_locked(s, key, h);
     if (n == nullptr) return miss(s);
@@ -879,11 +890,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   read_stripe* stripes_of(const shard& s) const noexcept { return s.stripes; }
 
   // get() for what is not a hit on an entry without expiry (inside get's read section).
-#if defined(__GNUC__)
-  __attribute__((noinline))
-#endif
-  std::optional<Value>
-  get_rest(shard& s, read_stripe& rs, const node* n) {
+  SLUICE_CACHE_COLD std::optional<Value> get_rest(shard& s, read_stripe& rs, const node* n) {
     if (n == nullptr || (n->fresh_until != detail::cache_never && now_ns() >= n->fresh_until)) {
       bump(rs.misses);
       return std::nullopt;
@@ -925,18 +932,15 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
       rs.head.store(head + 1, std::memory_order_release);
       // Background: at half full, ask the maintainer for a pass, leaving it half a ring to get
       // here. Caller: replay when full.
-      if (head + 1 - tail != (background_ ? read_ring / 2 : read_ring)) [[likely]]
+      if (head + 1 - tail != ring_threshold_) [[likely]]
         return;
     }
     record_read_rest(s, rs, head, tail);
   }
 
   // record_read() past its fast path: the buffer needs a replay.
-#if defined(__GNUC__)
-  __attribute__((noinline))
-#endif
-  void
-  record_read_rest(shard& s, read_stripe& rs, std::uint32_t head, std::uint32_t tail) {
+  SLUICE_CACHE_COLD void record_read_rest(shard& s, read_stripe& rs, std::uint32_t head,
+                                          std::uint32_t tail) {
     if (head - tail < read_ring) {
       if (background_ && request_maintenance(s)) return;
     } else if (background_ && maintainer_ok_.load(std::memory_order_relaxed)) {
@@ -1427,6 +1431,8 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   // by the maintainer), and whether the maintainer's thread could be started (false: readers
   // drain themselves, as with caller maintenance).
   bool background_ = false;
+  // When a stripe asks for a replay: half full (background), full (caller).
+  std::uint32_t ring_threshold_ = read_ring;
   std::unique_ptr<std::atomic<std::uint64_t>[]> marks_;
   std::atomic<bool> maintainer_ok_{true};
   detail::mutex refresh_mu_;

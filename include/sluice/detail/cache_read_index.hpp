@@ -17,6 +17,7 @@
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -37,8 +38,20 @@ class cache_read_index {
   };
 
   struct table {
-    explicit table(std::size_t capacity) : mask(capacity - 1), slots(new slot[capacity]) {}
+    explicit table(std::size_t capacity)
+        : mask(capacity - 1),
+          shift(64 - static_cast<unsigned>(std::countr_zero(capacity))),
+          slots(new slot[capacity]) {}
+    // The slot an entry's probe starts at: the top bits of its hash times an odd constant
+    // (Fibonacci hashing). The hash's own low bits are not used directly: absl::Hash of nearby
+    // integers clusters there (linear probes averaged 1.57 slots and reached 32 for the keys
+    // 0..99,999, against 1.0-1.2 with the product's top bits; BM_cache_get_hit 35 -> 32 ns), and
+    // an identity hash (std::hash of an integer) would be worse.
+    std::size_t home(std::uint64_t hash) const noexcept {
+      return static_cast<std::size_t>((hash * 0x9E3779B97F4A7C15ULL) >> shift);
+    }
     std::size_t mask;
+    unsigned shift;
     std::unique_ptr<slot[]> slots;
   };
 
@@ -57,13 +70,14 @@ class cache_read_index {
     // Acquire (both loads): the table's and the entry's contents were written before they were
     // published with release stores.
     const table* t = current_.load(std::memory_order_acquire);
-    std::size_t i = static_cast<std::size_t>(hash) & t->mask;
-    for (std::size_t probes = 0; probes <= t->mask; ++probes, i = (i + 1) & t->mask) {
-      cache_node_base* n = t->slots[i].node.load(std::memory_order_acquire);
+    const slot* const slots = t->slots.get();
+    const std::size_t mask = t->mask;
+    std::size_t i = t->home(hash);
+    for (std::size_t probes = 0; probes <= mask; ++probes, i = (i + 1) & mask) {
+      cache_node_base* n = slots[i].node.load(std::memory_order_acquire);
       if (n == nullptr) return nullptr;
       // Relaxed: a filter only; a stale hash at worst skips an entry being replaced concurrently.
-      if (n != tombstone() && t->slots[i].hash.load(std::memory_order_relaxed) == hash &&
-          match(n)) {
+      if (n != tombstone() && slots[i].hash.load(std::memory_order_relaxed) == hash && match(n)) {
         return n;
       }
     }
@@ -150,7 +164,7 @@ class cache_read_index {
   }
 
   void place(table& t, std::uint64_t hash, cache_node_base* n) {
-    std::size_t i = static_cast<std::size_t>(hash) & t.mask;
+    std::size_t i = t.home(hash);
     for (;; i = (i + 1) & t.mask) {
       cache_node_base* cur = t.slots[i].node.load(std::memory_order_relaxed);
       if (cur == nullptr || cur == tombstone()) {
@@ -165,7 +179,7 @@ class cache_read_index {
 
   slot& find_slot(std::uint64_t hash, const cache_node_base* n) {
     table* t = current_.load(std::memory_order_relaxed);
-    std::size_t i = static_cast<std::size_t>(hash) & t->mask;
+    std::size_t i = t->home(hash);
     while (t->slots[i].node.load(std::memory_order_relaxed) != n) i = (i + 1) & t->mask;
     return t->slots[i];
   }
