@@ -40,11 +40,9 @@ class cache_epoch {
  public:
   // One thread's announcement.
   struct alignas(cache_line_size) slot {
-    // The epoch the thread's outermost read section started in; 0 when outside any. Written only
-    // by the owning thread; read by scanning writers.
+    // The epoch the thread's outermost read section started in; 0 when outside any (so a section
+    // that finds it set is nested). Written only by the owning thread; read by scanning writers.
     std::atomic<std::uint64_t> epoch{0};
-    // The nesting depth of read sections (owner thread only).
-    std::uint32_t depth = 0;
     // A small number unique among live threads (stripe selection).
     std::uint32_t index = 0;
     // The next free slot (under the registry lock).
@@ -68,18 +66,20 @@ class cache_epoch {
   cache_epoch& operator=(const cache_epoch&) = delete;
 
   // Returns the calling thread's slot, registering it on first use (allocates once per thread).
-  slot& local() {
+  static slot& local() {
     // A trivial thread_local (no initialisation guard on the hot path); the holder that registers
     // and releases the slot is touched once per thread.
     thread_local slot* cached = nullptr;
-    if (cached != nullptr) return *cached;
+    if (cached != nullptr) [[likely]]
+      return *cached;
     return register_thread(cached);
   }
 
   // Starts a read section on `s` (the caller's slot). Pointers loaded after it stay valid until
-  // the matching exit().
-  void enter(slot& s) noexcept {
-    if (s.depth++ != 0) return;
+  // the matching exit(). Returns false for a nested section (the outer one holds the epoch).
+  static bool enter(slot& s) noexcept {
+    // Relaxed: only this thread writes its slot.
+    if (s.epoch.load(std::memory_order_relaxed) != 0) return false;
     // Acquire: pairs with advance()'s release, so a reader that sees a new epoch also sees every
     // unlink that preceded it.
     const std::uint64_t e = global_.load(std::memory_order_acquire);
@@ -89,13 +89,13 @@ class cache_epoch {
     // Store-load ordering against the scanner's fence (Dekker): either its scan sees this
     // announcement or this thread's loads see its unlinks.
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    return true;
   }
 
-  // Ends a read section on `s`.
-  void exit(slot& s) noexcept {
-    if (--s.depth != 0) return;
+  // Ends a read section on `s` that enter() returned `outermost` for.
+  static void exit(slot& s, bool outermost) noexcept {
     // Release: every load of the section happens before a scan that reads 0.
-    s.epoch.store(0, std::memory_order_release);
+    if (outermost) s.epoch.store(0, std::memory_order_release);
   }
 
   // Advances the global epoch; returns the epoch before (the tag of a batch retired now).
@@ -169,8 +169,9 @@ class cache_epoch {
     free_ = s;
   }
 
-  // Starts at 1: 0 in a slot means "not reading".
-  std::atomic<std::uint64_t> global_{1};
+  // Starts at 1: 0 in a slot means "not reading". A static member (constant-initialised, no
+  // initialisation check on the read path), as the domain is one per process anyway.
+  static inline std::atomic<std::uint64_t> global_{1};
   detail::mutex mu_;
   std::vector<std::unique_ptr<slot>> slots_ ABSL_GUARDED_BY(mu_);
   slot* free_ ABSL_GUARDED_BY(mu_) = nullptr;
@@ -179,10 +180,8 @@ class cache_epoch {
 // A read section for the scope (see cache_epoch::enter).
 class cache_epoch_guard {
  public:
-  cache_epoch_guard() : domain_(cache_epoch::instance()), slot_(domain_.local()) {
-    domain_.enter(slot_);
-  }
-  ~cache_epoch_guard() { domain_.exit(slot_); }
+  cache_epoch_guard() : slot_(cache_epoch::local()), outermost_(cache_epoch::enter(slot_)) {}
+  ~cache_epoch_guard() { cache_epoch::exit(slot_, outermost_); }
   cache_epoch_guard(const cache_epoch_guard&) = delete;
   cache_epoch_guard& operator=(const cache_epoch_guard&) = delete;
 
@@ -190,8 +189,8 @@ class cache_epoch_guard {
   std::uint32_t thread_index() const noexcept { return slot_.index; }
 
  private:
-  cache_epoch& domain_;
   cache_epoch::slot& slot_;
+  bool outermost_;
 };
 
 }  // namespace sluice::detail
