@@ -476,14 +476,17 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
       {
         detail::mutex_lock lock(s.mu);
         drain_reads(s);
-        s.index.for_each([&](detail::cache_node_base* b) {
+        std::vector<detail::cache_node_base*> all;
+        all.reserve(s.index.size());
+        s.index.for_each([&all](detail::cache_node_base* b) { all.push_back(b); });
+        for (detail::cache_node_base* b : all) {
           node* n = static_cast<node*>(b);
           s.policy.on_remove(n);
           if (s.wheel) s.wheel->unschedule(n);
           ++s.c.erasures;
           p.removed.emplace_back(n, removal_cause::erased);
           retire(s, n);
-        });
+        }
         retire_table(s, s.index.clear());
         maybe_reclaim(s, p);
       }
