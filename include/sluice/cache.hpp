@@ -45,7 +45,8 @@
 // returned by copy: use a cheap-to-copy Value (a shared_ptr for big ones). Memory: a removed or
 // replaced entry is freed with its shard's next batch of 64 removals (or the next sweep) once no
 // reader can still hold it, so its memory outlives its removal briefly; cleanup() and the sweeper
-// free everything readers have left.
+// free everything readers have left. Freed entries' memory goes to a per-thread pool (up to 256
+// entries per thread and entry type, released when the thread exits) that later writes reuse.
 // The loader, the weigher and the removal listener are called without any cache lock held,
 // except the weigher, which is called before the lock is taken. None of them may destroy the
 // cache; the listener may call the cache.
