@@ -311,14 +311,16 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     }
     background_ = opts_.maintenance == cache_maintenance::background;
     ring_threshold_ = background_ ? read_ring / 2 : read_ring;
-    if (background_) {
-      marks_ = std::make_unique<std::atomic<std::uint64_t>[]>((n + 63) / 64);
-      maintainer_ok_.store(detail::cache_maintainer::instance().add(), std::memory_order_relaxed);
-    }
+    if (background_) marks_ = std::make_unique<std::atomic<std::uint64_t>[]>((n + 63) / 64);
     if (opts_.background_sweep) cache_sweeper::instance().add(this);
     uses_refresher_ =
         !opts_.refresh_executor && (opts_.refresh_after.count() > 0 || opts_.stale_for.count() > 0);
     if (uses_refresher_) detail::cache_refresher::instance().add();
+    // Last: nothing after it can throw, so a registered cache always reaches its destructor.
+    if (background_) {
+      maintainer_ok_.store(detail::cache_maintainer::instance().add(this),
+                           std::memory_order_relaxed);
+    }
   }
 
   // Validates `opts` and `h`, then creates a cache (heap-allocated: a cache cannot move).
@@ -338,13 +340,15 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   // Unregisters from the sweeper, waits for background reloads to finish, frees every entry
   // (without calling the listener).
   ~cache() {
-    if (background_) detail::cache_maintainer::instance().remove(this);
     if (opts_.background_sweep) cache_sweeper::instance().remove(this);
     {
       detail::mutex_lock lock(refresh_mu_);
       while (refreshing_ != 0) refresh_cv_.wait(refresh_mu_);
     }
     if (uses_refresher_) detail::cache_refresher::instance().remove();
+    // After the sweeps and reloads, whose removal listeners may still read the cache (and so
+    // ask for a pass); remove() also makes any later request fail instead of queueing.
+    if (background_) detail::cache_maintainer::instance().remove(this);
     for (std::size_t i = 0; i <= shard_mask_; ++i) {
       shard& s = shards_[i];
       detail::mutex_lock lock(s.mu);
@@ -480,6 +484,11 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
         std::vector<detail::cache_node_base*> all;
         all.reserve(s.index.size());
         s.index.for_each([&all](detail::cache_node_base* b) { all.push_back(b); });
+        // Everything that can throw before the first entry is unlinked: an entry is retired
+        // only once no lookup can reach it.
+        p.removed.reserve(all.size());
+        s.retired.reserve(s.retired.size() + all.size());
+        retire_table(s, s.index.clear());
         for (detail::cache_node_base* b : all) {
           node* n = static_cast<node*>(b);
           s.policy.on_remove(n);
@@ -488,7 +497,6 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
           p.removed.emplace_back(n, removal_cause::erased);
           retire(s, n);
         }
-        retire_table(s, s.index.clear());
         maybe_reclaim(s, p);
       }
       finish(p);
@@ -931,7 +939,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     const std::uint32_t head = rs.head.load(std::memory_order_relaxed);
     const std::uint32_t tail = rs.tail.load(std::memory_order_relaxed);
     if (head - tail < read_ring) {
-      // Release: pairs with the drainer's acquire exchange (the pointer's node is published).
+      // Release: pairs with the drainer's acquire load (the pointer's node is published).
       rs.ring[head & (read_ring - 1)].store(const_cast<node*>(n), std::memory_order_release);
       rs.head.store(head + 1, std::memory_order_release);
       // Background: at half full, ask the maintainer for a pass, leaving it half a ring to get
@@ -948,8 +956,13 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     if (head - tail < read_ring) {
       if (background_ && request_maintenance(s)) return;
     } else if (background_ && maintainer_ok_.load(std::memory_order_relaxed)) {
-      // Full: the maintainer is behind; drop the hit (lossy).
-      return;
+      // Full: the maintainer is behind; drop the hit (lossy), and every 16th dropped hit ask
+      // again (a pass may have been missed: a thread sharing this stripe can move its head back
+      // after a pass, which leaves the stripe looking full until the next one).
+      if ((rs.hits.load(std::memory_order_relaxed) & (read_ring - 1)) != 0 ||
+          request_maintenance(s)) {
+        return;
+      }
     } else if ((rs.hits.load(std::memory_order_relaxed) & (read_ring - 1)) != 0) {
       // Full and the last drain attempt failed: drop the hit, and retry the lock only every
       // 16th hit, so a contended shard's lock line is not hammered by every reader.
@@ -982,13 +995,12 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     const std::size_t i = static_cast<std::size_t>(&s - shards_.get());
     std::atomic<std::uint64_t>& word = marks_[i / 64];
     const std::uint64_t bit = std::uint64_t{1} << (i % 64);
-    // Relaxed first: a marked shard costs no locked instruction.
-    if ((word.load(std::memory_order_relaxed) & bit) == 0) {
-      // seq_cst (with the load of maintenance_queued below, and the maintainer's store of false
-      // before its pass reads the marks): either that pass sees this mark or this thread sees
-      // the flag cleared and queues another pass.
-      word.fetch_or(bit, std::memory_order_seq_cst);
-    }
+    // Always the read-modify-write, even when the bit is set (one locked instruction per half
+    // stripe): it is what makes this thread's ring writes visible to the pass that exchanges the
+    // word. seq_cst (with the load of maintenance_queued below, and the maintainer's store of
+    // false before its pass reads the marks): either that pass sees this mark or this thread sees
+    // the flag cleared and queues another pass.
+    word.fetch_or(bit, std::memory_order_seq_cst);
     if (maintenance_queued.load(std::memory_order_seq_cst) ||
         maintenance_queued.exchange(true, std::memory_order_seq_cst)) {
       return true;

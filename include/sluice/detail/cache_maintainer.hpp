@@ -21,7 +21,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -44,9 +43,12 @@ class cache_maintainable {
 
  private:
   friend class cache_maintainer;
-  // The next cache in the maintainer's queue (under its lock), and whether this one is in it.
+  // The next cache in the maintainer's queue, whether this one is in it, and whether it is
+  // registered (all under the maintainer's lock).
   cache_maintainable* next_queued_ = nullptr;
   bool in_queue_ = false;
+  // Between add() and remove(): only then may it be queued.
+  bool registered_ = false;
 };
 
 class cache_maintainer {
@@ -66,11 +68,12 @@ class cache_maintainer {
   cache_maintainer(const cache_maintainer&) = delete;
   cache_maintainer& operator=(const cache_maintainer&) = delete;
 
-  // Registers a cache, starting the thread if it is not running. Returns false when no thread
-  // can be started (the cache then replays its buffers itself); the cache is registered anyway.
-  bool add() ABSL_LOCKS_EXCLUDED(mu_) {
+  // Registers `c`, starting the thread if it is not running. Returns false when no thread can
+  // be started (the cache then replays its buffers itself); `c` is registered anyway.
+  bool add(cache_maintainable* c) ABSL_LOCKS_EXCLUDED(mu_) {
     detail::mutex_lock lock(mu_);
     ++users_;
+    c->registered_ = true;
     return start_locked();
   }
 
@@ -82,6 +85,7 @@ class cache_maintainer {
       detail::mutex_lock lock(mu_);
       // First wait for its pass: a pass may queue the cache again (see cache::maintain()).
       while (running_ == c) cv_.wait(mu_);
+      c->registered_ = false;
       if (c->in_queue_) {
         cache_maintainable** link = &head_;
         while (*link != c) link = &(*link)->next_queued_;
@@ -103,7 +107,7 @@ class cache_maintainer {
   // when there is no thread (the caller then replays its buffers itself). Never allocates.
   bool schedule(cache_maintainable* c) ABSL_LOCKS_EXCLUDED(mu_) {
     detail::mutex_lock lock(mu_);
-    if (!thread_.joinable()) return false;
+    if (!thread_.joinable() || !c->registered_) return false;
     if (c->in_queue_) return true;
     c->in_queue_ = true;
     c->next_queued_ = nullptr;
@@ -139,7 +143,8 @@ class cache_maintainer {
     const std::uint64_t generation = generation_;
     try {
       thread_ = std::thread([this, generation] { run(generation); });
-    } catch (const std::system_error&) {
+    } catch (...) {
+      // std::system_error (no thread) or std::bad_alloc: caches replay their buffers themselves.
       return false;
     }
     return true;

@@ -30,8 +30,8 @@ struct cache_timer_link {
 // Which policy queue an entry is in.
 enum class cache_queue : std::uint8_t { none, window, probation, protected_ };
 
-// The fields of an entry that do not change while it is published (expires_at excepted with
-// expire-after-access, when readers take the shard lock too).
+// The fields of an entry that do not change while it is published (expires_at and remove_at
+// excepted with expire-after-access, when readers take the shard lock too).
 struct cache_node_fixed {
   // The map's hash of the key (the sketch re-mixes it).
   std::uint64_t hash = 0;
