@@ -376,10 +376,17 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     detail::cache_epoch_guard guard;
     read_stripe& rs = s.stripes[guard.thread_index() & stripe_mask_];
     const node* n = find_node(s, key, h);
-    // The common case inline and short (a hit on an entry without expiry): fewer instructions per
+    // The common case first and short (a hit on an entry without expiry): fewer instructions per
     // get let the CPU overlap more of consecutive gets' cache misses.
     if (n == nullptr || n->fresh_until != detail::cache_never || !n->value) [[unlikely]] {
-      return get_rest(s, rs, n);
+      if (n == nullptr || (n->fresh_until != detail::cache_never && now_ns() >= n->fresh_until)) {
+        bump(rs.misses);
+        return std::nullopt;
+      }
+      if (!n->value) {
+        bump(rs.negative_hits);
+        return std::nullopt;
+      }
     }
     // Every hit is recorded (the policy's hit ratio depends on it: sampling 1 in 2 cost ~6 points
     // on the LIRS glimpse trace); only a shard too busy to drain drops some.
@@ -625,7 +632,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
       shard& s = shards_[i];
       detail::mutex_lock lock(s.mu);
       const cache_stats c = s.c;
-      const read_stripe* stripes = stripes_of(s);
+      const read_stripe* stripes = s.stripes;
       cache_stats sum;
       for (std::size_t k = 0; k <= stripe_mask_; ++k) {
         // Relaxed: statistics, summed without a snapshot.
@@ -899,24 +906,6 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 
-  read_stripe* stripes_of(const shard& s) const noexcept { return s.stripes; }
-
-  // get() for what is not a hit on an entry without expiry (inside get's read section).
-  SLUICE_CACHE_COLD std::optional<Value> get_rest(shard& s, read_stripe& rs, const node* n) {
-    if (n == nullptr || (n->fresh_until != detail::cache_never && now_ns() >= n->fresh_until)) {
-      bump(rs.misses);
-      return std::nullopt;
-    }
-    if (!n->value) {
-      bump(rs.negative_hits);
-      return std::nullopt;
-    }
-    bump(rs.hits);
-    std::optional<Value> out(n->value);
-    record_read(s, rs, n);
-    return out;
-  }
-
   // Finds `key` under the shard lock (the read index is the shard's only map of its entries).
   node* find_locked(const shard& s, const Key& key, std::size_t h) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
@@ -1001,13 +990,20 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     // false before its pass reads the marks): either that pass sees this mark or this thread sees
     // the flag cleared and queues another pass.
     word.fetch_or(bit, std::memory_order_seq_cst);
+    if (queue_pass()) return true;
+    maintainer_ok_.store(false, std::memory_order_relaxed);
+    return false;
+  }
+
+  // Queues a pass over this cache unless one is queued. Returns false when the maintainer cannot
+  // take it (no thread, or this cache has unregistered).
+  bool queue_pass() {
     if (maintenance_queued.load(std::memory_order_seq_cst) ||
         maintenance_queued.exchange(true, std::memory_order_seq_cst)) {
       return true;
     }
     if (detail::cache_maintainer::instance().schedule(this)) return true;
     maintenance_queued.store(false, std::memory_order_relaxed);
-    maintainer_ok_.store(false, std::memory_order_relaxed);
     return false;
   }
 
@@ -1033,12 +1029,10 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
         s.mu.unlock();
       }
     }
-    if (busy && !maintenance_queued.exchange(true, std::memory_order_seq_cst)) {
+    if (busy) {
       // Let the writer finish before the next pass.
       std::this_thread::yield();
-      if (!detail::cache_maintainer::instance().schedule(this)) {
-        maintenance_queued.store(false, std::memory_order_relaxed);
-      }
+      queue_pass();
     }
   }
 
@@ -1046,7 +1040,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   // thread's policy sees exactly its sequence of hits and writes) and, over every slot, before
   // retired nodes are freed (so no buffered pointer outlives its node: see reclaim()).
   void drain_reads(shard& s, bool every_slot = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-    read_stripe* stripes = stripes_of(s);
+    read_stripe* stripes = s.stripes;
     std::uint64_t misses = 0;
     for (std::size_t k = 0; k <= stripe_mask_; ++k) {
       read_stripe& rs = stripes[k];
