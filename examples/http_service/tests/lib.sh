@@ -264,6 +264,79 @@ status() {
   "${CURL[@]}" -o /dev/null -w '%{http_code}' "$@" "$url"
 }
 
+# ---- rate-limit bursts ---------------------------------------------------------------------------
+# burst [curl args...] -- URL...: sends the URLs in order from ONE curl (one keep-alive connection
+# per host, so the whole burst usually takes milliseconds) and sets
+#   BURST_CODES   the status codes, space-separated with a trailing space ("200 200 429 ")
+#   BURST_MS      how long the burst took, in milliseconds
+#   BURST_START   when it started (date +%s%N)
+#   BURST_LAST    the index (1-based) of the last 429, or empty if none was refused;
+#                 its body is "$WORK/burst_body_$BURST_LAST" and its headers are in
+#   BURST_LIMIT BURST_REMAINING BURST_RESET BURST_RETRY_AFTER
+burst() {
+  local args=() urls=() i=0 line start code
+  while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do args+=("$1"); shift; done
+  shift
+  for url in "$@"; do
+    i=$((i + 1))
+    urls+=(-o "$WORK/burst_body_$i" "$url")
+  done
+  start=$(date +%s%N)
+  BURST_START=$start
+  local out
+  out="$(curl -sS --max-time 60 "${args[@]}" \
+    -w '%{http_code} %header{ratelimit-limit} %header{ratelimit-remaining} %header{ratelimit-reset} %header{retry-after}\n' \
+    "${urls[@]}" || true)"
+  BURST_MS=$((($(date +%s%N) - start) / 1000000))
+  BURST_CODES="" BURST_LAST="" BURST_LIMIT="" BURST_REMAINING="" BURST_RESET="" BURST_RETRY_AFTER=""
+  i=0
+  while read -r code line; do
+    i=$((i + 1))
+    BURST_CODES+="$code "
+    if [ "$code" = 429 ]; then
+      BURST_LAST=$i
+      read -r BURST_LIMIT BURST_REMAINING BURST_RESET BURST_RETRY_AFTER <<<"$line"
+    fi
+  done <<<"$out"
+}
+
+# check_burst NAME QUOTA RATE_PER_S: checks the last burst against a token bucket that starts full
+# with QUOTA tokens and gains RATE_PER_S a second: the first QUOTA requests are admitted and the
+# rest refused. The bucket refills by wall clock, so a burst slowed down (a loaded CI machine) may
+# see a request admitted for each token that came back meanwhile: then it checks that the first
+# QUOTA were admitted, that no more than QUOTA + refills were, and that at least one was refused.
+check_burst() {
+  local name="$1" quota="$2" rate="$3" expected="" n admitted refills
+  n=$(wc -w <<<"$BURST_CODES")
+  for i in $(seq 1 "$n"); do
+    if [ "$i" -le "$quota" ]; then expected+="200 "; else expected+="429 "; fi
+  done
+  refills=$((BURST_MS * rate / 1000))
+  if [ "$refills" -eq 0 ] || [ "$BURST_CODES" == "$expected" ]; then
+    check "$name" "$BURST_CODES" "$expected"
+    return
+  fi
+  admitted=$(grep -o 200 <<<"$BURST_CODES" | wc -l)
+  if [ "${BURST_CODES:0:$((4 * quota))}" == "${expected:0:$((4 * quota))}" ] &&
+    [ "$admitted" -le $((quota + refills)) ] && [ -n "$BURST_LAST" ]; then
+    pass "$name (slow burst: $BURST_MS ms, so up to $refills refilled: $BURST_CODES)"
+  else
+    fail "$name: got [$BURST_CODES] in $BURST_MS ms, expected [$expected] (or up to $refills more admitted after the first $quota)"
+  fi
+}
+
+# check_still_limited NAME CODE RATE_PER_S: CODE is the status of a request made after the last
+# burst emptied the quota. It must be 429 unless a token has come back since the burst started
+# (1/RATE_PER_S seconds), which on a loaded machine it may have.
+check_still_limited() {
+  local name="$1" code="$2" rate="$3" ms
+  ms=$((($(date +%s%N) - BURST_START) / 1000000))
+  if [ "$code" = 429 ]; then pass "$name"
+  elif [ "$code" = 200 ] && [ $((ms * rate)) -ge 1000 ]; then
+    pass "$name (200: a token came back, $ms ms after the burst)"
+  else fail "$name: got [$code] $ms ms after the burst, expected [429]"; fi
+}
+
 # header NAME FILE: prints the value of response header NAME from a curl -D dump.
 header() {
   grep -i "^$1:" "$2" | head -1 | cut -d: -f2- | tr -d '\r' | sed 's/^ //'

@@ -74,18 +74,15 @@ else fail "page TTL in Redis is [$ttl] s, expected ~60"; fi
 # client is 127.0.0.9, a fresh one (127.0.0.1 used b's quota above).
 start_instance inst_c --redis "$REDIS_URL" --seed-users 50 --rate-limit 1 --rate-burst 4
 PID_C=$INSTANCE_PID PORT_C=$INSTANCE_PORT
-codes=""
-for port in "$PORT_B" "$PORT_C" "$PORT_B" "$PORT_C" "$PORT_B" "$PORT_C"; do
-  codes+="$(status "http://127.0.0.1:$port/hello" --interface 127.0.0.9) "
-done
-check "burst of 4 shared by two instances" "$codes" "200 200 200 200 429 429 "
-"${CURL[@]}" -D "$WORK/h" -o "$WORK/b" --interface 127.0.0.9 "http://127.0.0.1:$PORT_C/hello"
-check "shared limit: 429 body" "$(cat "$WORK/b")" '{"error":"rate limited"}'
-check "shared limit: RateLimit-Limit" "$(header RateLimit-Limit "$WORK/h")" "4"
-check "shared limit: RateLimit-Remaining" "$(header RateLimit-Remaining "$WORK/h")" "0"
-check_match "shared limit: Retry-After" "$(header Retry-After "$WORK/h")" '^[1-9][0-9]*$'
+burst --interface 127.0.0.9 -- $(for port in "$PORT_B" "$PORT_C" "$PORT_B" "$PORT_C" "$PORT_B" \
+  "$PORT_C" "$PORT_B"; do echo "http://127.0.0.1:$port/hello"; done)
+check_burst "burst of 4 shared by two instances" 4 1
+check "shared limit: 429 body" "$(cat "$WORK/burst_body_$BURST_LAST")" '{"error":"rate limited"}'
+check "shared limit: RateLimit-Limit" "$BURST_LIMIT" "4"
+check "shared limit: RateLimit-Remaining" "$BURST_REMAINING" "0"
+check_match "shared limit: Retry-After" "$BURST_RETRY_AFTER" '^[1-9][0-9]*$'
 # Burst 4 at 1/s: the quota is whole again within 4 or 5 s.
-check_match "shared limit: RateLimit-Reset" "$(header RateLimit-Reset "$WORK/h")" '^[1-5]$'
+check_match "shared limit: RateLimit-Reset" "$BURST_RESET" '^[1-5]$'
 check "limiter state is in Redis (per quota, per client)" "$(rcli exists sluice:rl:1:4:127.0.0.9)" "1"
 
 # ---- Redis stalled: bounded by --redis-timeout-ms, never a hang ---------------------------------
@@ -130,14 +127,10 @@ check "Redis down: a page seen before served from its local copy" \
   "$(header X-Cache "$WORK/h"):$(cmp -s "$WORK/b" "$WORK/p11" && echo same)" "HIT:same"
 check "Redis down: rate limit fails open (local)" "$(status "$BASE/hello")" "200"
 # Fail open means a per-instance quota, not none: instance b (burst 4) still limits a fresh client.
-codes=""
-for _ in $(seq 1 6); do
-  codes+="$(status "http://127.0.0.1:$PORT_B/hello" --interface 127.0.0.10) "
-done
-check "Redis down: the local fallback still limits (burst 4)" "$codes" "200 200 200 200 429 429 "
-"${CURL[@]}" -D "$WORK/h" -o /dev/null --interface 127.0.0.10 "http://127.0.0.1:$PORT_B/hello"
-check "Redis down: local 429 has RateLimit-Limit" "$(header RateLimit-Limit "$WORK/h")" "4"
-check_match "Redis down: local 429 has Retry-After" "$(header Retry-After "$WORK/h")" '^[1-9][0-9]*$'
+burst --interface 127.0.0.10 -- $(for _ in $(seq 1 7); do echo "http://127.0.0.1:$PORT_B/hello"; done)
+check_burst "Redis down: the local fallback still limits (burst 4)" 4 1
+check "Redis down: local 429 has RateLimit-Limit" "$BURST_LIMIT" "4"
+check_match "Redis down: local 429 has Retry-After" "$BURST_RETRY_AFTER" '^[1-9][0-9]*$'
 down=""
 for _ in $(seq 1 40); do
   if [ "$(status "$BASE/readyz")" = 503 ]; then down=yes; break; fi

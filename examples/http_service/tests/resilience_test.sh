@@ -99,15 +99,13 @@ check "exit status" "$EXIT_CODE" "0"
 
 # ---- per-client rate limit ----------------------------------------------------------------------
 start_server --rate-limit 2 --rate-burst 5 --trusted-proxy 127.0.0.1/32
-codes=""
-for _ in $(seq 1 7); do codes+="$(status "$BASE/hello") "; done
-check "burst of 5 then 429" "$codes" "200 200 200 200 200 429 429 "
-"${CURL[@]}" -D "$WORK/h" -o "$WORK/b" "$BASE/hello"
-check "429 body" "$(cat "$WORK/b")" '{"error":"rate limited"}'
-check "RateLimit-Limit" "$(header RateLimit-Limit "$WORK/h")" "5"
-check "RateLimit-Remaining" "$(header RateLimit-Remaining "$WORK/h")" "0"
-check_match "RateLimit-Reset" "$(header RateLimit-Reset "$WORK/h")" '^[1-3]$'
-check "Retry-After" "$(header Retry-After "$WORK/h")" "1"
+burst -- $(for _ in $(seq 1 8); do echo "$BASE/hello"; done)
+check_burst "burst of 5 then 429" 5 2
+check "429 body" "$(cat "$WORK/burst_body_$BURST_LAST")" '{"error":"rate limited"}'
+check "RateLimit-Limit" "$BURST_LIMIT" "5"
+check "RateLimit-Remaining" "$BURST_REMAINING" "0"
+check_match "RateLimit-Reset" "$BURST_RESET" '^[1-3]$'
+check "Retry-After" "$BURST_RETRY_AFTER" "1"
 check "probes are not limited" "$(status "$BASE/healthz"):$(status "$BASE/metrics")" "200:200"
 # Each client has its own budget: another address behind the trusted proxy is not limited.
 check "another client (X-Forwarded-For via trusted proxy)" \
