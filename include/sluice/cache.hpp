@@ -42,7 +42,10 @@
 // at a time by whichever reader fills the stripe, if the lock is free, and by every write before
 // it changes the shard. With expire_after_access, get() takes the shard lock (a
 // hit moves the deadline). get_or_load, get_stale and all writes take the shard lock. Values are
-// returned by copy: use a cheap-to-copy Value (a shared_ptr for big ones). Memory: a removed or
+// returned by copy: use a cheap-to-copy Value (a shared_ptr for big ones). Small keys and values
+// (trivially copyable, at most 8 bytes each: integers, enums, pointers) are also copied into the
+// read index, so a hit on an entry without expiry reads one index slot and not the entry (one
+// cache miss instead of two; 16 more bytes per index slot). Memory: a removed or
 // replaced entry is freed with its shard's next batch of 64 removals (or the next sweep) once no
 // reader can still hold it, so its memory outlives its removal briefly; cleanup() and the sweeper
 // free everything readers have left. Freed entries' memory goes to a per-thread pool (up to 256
@@ -76,6 +79,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -375,7 +379,25 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     // thread's stripe of the shard's read buffer.
     detail::cache_epoch_guard guard;
     read_stripe& rs = s.stripes[guard.thread_index() & stripe_mask_];
-    const node* n = find_node(s, key, h);
+    const node* n;
+    if constexpr (inline_copies) {
+      // Small trivially copyable keys and values: a hit on an entry with a value and no expiry
+      // is answered from the index slot's copies, without reading the entry.
+      const auto r = s.index.find_fast(
+          h, [&](std::uint64_t k) { return eq_(from_bits<Key>(k), key); },
+          [&](const detail::cache_node_base* b) {
+            return eq_(static_cast<const node*>(b)->key, key);
+          });
+      if (r.fast) [[likely]] {
+        bump(rs.hits);
+        std::optional<Value> out(from_bits<Value>(r.value));
+        record_read(s, rs, static_cast<const node*>(r.node));
+        return out;
+      }
+      n = static_cast<const node*>(r.node);
+    } else {
+      n = find_node(s, key, h);
+    }
     // The common case first and short (a hit on an entry without expiry): fewer instructions per
     // get let the CPU overlap more of consecutive gets' cache misses.
     if (n == nullptr || n->fresh_until != detail::cache_never || !n->value) [[unlikely]] {
@@ -689,6 +711,42 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     node(const Key& k, std::optional<Value>&& v) : node_payload(k, std::move(v)) {}
   };
 
+  // Whether the read index keeps copies of keys and values in its slots (see
+  // detail/cache_read_index.hpp): for trivially copyable ones of at most 8 bytes each, which a
+  // reader can copy racily and check afterwards. Larger or owning types (strings) are read from
+  // the entry, which a read section keeps alive.
+  static constexpr bool inline_copies = std::is_trivially_copyable_v<Key> && sizeof(Key) <= 8 &&
+                                        std::is_trivially_copyable_v<Value> && sizeof(Value) <= 8;
+  using read_index = detail::cache_read_index<inline_copies>;
+
+  // The bits of a trivially copyable object of at most 8 bytes, and back.
+  template <class T>
+  static std::uint64_t to_bits(const T& v) noexcept {
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    return bits;
+  }
+  template <class T>
+  static T from_bits(std::uint64_t bits) noexcept {
+    std::array<unsigned char, sizeof(T)> bytes;
+    std::memcpy(bytes.data(), &bits, sizeof(T));
+    return std::bit_cast<T>(bytes);
+  }
+
+  // The copies the read index keeps of `n` (set_deadlines() has run): valid for readers when `n`
+  // holds a value that never expires (expire-after-access moves deadlines under the lock).
+  detail::cache_inline_copies copies_of(const node* n) const noexcept {
+    detail::cache_inline_copies c;
+    if constexpr (inline_copies) {
+      if (n->value && n->fresh_until == detail::cache_never && !access_expiry()) {
+        c.fast = true;
+        c.key = to_bits(n->key);
+        c.value = to_bits(*n->value);
+      }
+    }
+    return c;
+  }
+
   using node_pool = detail::cache_node_pool<sizeof(node), alignof(node)>;
 
   static void destroy_node(node* n) noexcept {
@@ -748,7 +806,7 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
 
   struct alignas(detail::cache_line_size) shard {
     // Read without the lock (its own cache lines).
-    detail::cache_read_index index;
+    read_index index;
     // This shard's stripes of the read buffer (cache::stripes_), set once at construction.
     read_stripe* stripes = nullptr;
     alignas(detail::cache_line_size) mutable detail::mutex mu;
@@ -1090,9 +1148,8 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   }
 
   // Hands a replaced index table (or nothing) to epoch-based reclamation.
-  void retire_table(shard& s, detail::cache_read_index::table* t)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-    if (t != nullptr) s.retired.push_back({t, &detail::cache_read_index::free_table});
+  void retire_table(shard& s, typename read_index::table* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    if (t != nullptr) s.retired.push_back({t, &read_index::free_table});
   }
 
   void maybe_reclaim(shard& s, pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
@@ -1195,12 +1252,12 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
       s.policy.on_replace(old, n, weight);
       if (s.wheel) s.wheel->unschedule(old);
       set_deadlines(s, n, now, ttl);
-      s.index.replace(h, old, n);
+      s.index.replace(h, old, n, copies_of(n));
       retire(s, old);
     } else {
       s.policy.on_insert(n);
       set_deadlines(s, n, now, ttl);
-      retire_table(s, s.index.insert(h, n));
+      retire_table(s, s.index.insert(h, n, copies_of(n)));
     }
     absl::InlinedVector<detail::cache_node_base*, 4> victims;
     s.policy.evict([&victims](detail::cache_node_base* v) { victims.push_back(v); });

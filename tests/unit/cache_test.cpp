@@ -876,7 +876,7 @@ TEST_CASE("cache: an epoch read section holds back reclamation until it ends", "
 
 TEST_CASE("cache: the read index finds, replaces and erases under probing", "[cache]") {
   using sluice::detail::cache_node_base;
-  using sluice::detail::cache_read_index;
+  using cache_read_index = sluice::detail::cache_read_index<false>;
   cache_read_index index;
   std::vector<cache_node_base> nodes(200);
   std::vector<cache_read_index::table*> retired;
@@ -905,6 +905,95 @@ TEST_CASE("cache: the read index finds, replaces and erases under probing", "[ca
   CHECK(index.capacity() < before);
   CHECK(index.find(other.hash, [&](const cache_node_base* n) { return n == &other; }) == &other);
   for (auto* t : retired) cache_read_index::free_table(t);
+}
+
+TEST_CASE("cache: the inline read index answers from valid copies only", "[cache]") {
+  using sluice::detail::cache_inline_copies;
+  using sluice::detail::cache_node_base;
+  using index_type = sluice::detail::cache_read_index<true>;
+  index_type index;
+  std::vector<cache_node_base> nodes(100);
+  std::vector<index_type::table*> retired;
+  // Keys i, values 1000 + i, all with one hash; odd entries have no valid copies.
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    nodes[i].hash = 9;
+    const cache_inline_copies copies{i % 2 == 0, i, 1000 + i};
+    if (auto* t = index.insert(nodes[i].hash, &nodes[i], copies)) retired.push_back(t);
+  }
+  const auto find = [&](std::size_t i) {
+    return index.find_fast(
+        9, [&](std::uint64_t k) { return k == i; },
+        [&](const cache_node_base* n) { return n == &nodes[i]; });
+  };
+  // The table grew several times on the way: the copies moved with the entries.
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    const auto r = find(i);
+    REQUIRE(r.node == &nodes[i]);
+    REQUIRE(r.fast == (i % 2 == 0));
+    if (r.fast) REQUIRE(r.value == 1000 + i);
+  }
+  // Replaced by an entry without copies, then by one with new copies.
+  cache_node_base a, b;
+  a.hash = b.hash = 9;
+  index.replace(9, &nodes[4], &a);
+  auto r = index.find_fast(
+      9, [](std::uint64_t k) { return k == 4; }, [&](const cache_node_base* n) { return n == &a; });
+  CHECK((r.node == &a && !r.fast));
+  index.replace(9, &a, &b, cache_inline_copies{true, 4, 7});
+  r = index.find_fast(
+      9, [](std::uint64_t k) { return k == 4; }, [&](const cache_node_base* n) { return n == &b; });
+  CHECK((r.node == &b && r.fast && r.value == 7));
+  // An erased slot's copies are not answered from, and the slot is reused with fresh ones.
+  index.erase(9, &nodes[6]);
+  CHECK(find(6).node == nullptr);
+  cache_node_base c;
+  c.hash = 9;
+  if (auto* t = index.insert(9, &c, cache_inline_copies{true, 6, 66})) retired.push_back(t);
+  r = index.find_fast(
+      9, [](std::uint64_t k) { return k == 6; }, [&](const cache_node_base* n) { return n == &c; });
+  CHECK((r.node == &c && r.fast && r.value == 66));
+  CHECK(index.find(9, [&](const cache_node_base* n) { return n == &c; }) == &c);
+  for (auto* t : retired) index_type::free_table(t);
+}
+
+TEST_CASE("cache: integer gets race replacing puts and never see a torn or foreign value",
+          "[cache][stress]") {
+  // Integer keys and values are answered from the read index's copies: a reader racing writers
+  // that replace, erase and evict must get a value written for its key, or nothing.
+  sluice::cache<std::uint64_t, std::uint64_t> c(
+      {.max_entries = 16, .shards = 1, .background_sweep = false});
+  std::atomic<bool> stop{false};
+  std::atomic<long> hits{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; ++r) {
+    readers.emplace_back([&, r] {
+      std::mt19937_64 rng(static_cast<unsigned>(7 + r));
+      while (!stop.load(std::memory_order_relaxed)) {
+        const std::uint64_t k = rng() % 32;
+        if (auto v = c.get(k)) {
+          // Values are (round << 8) | key.
+          if ((*v & 0xFF) != k) std::abort();
+          hits.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    });
+  }
+  std::mt19937_64 rng(3);
+  for (std::uint64_t i = 0; i < 200'000; ++i) {
+    const std::uint64_t k = rng() % 32;
+    if (rng() % 8 == 0) {
+      c.erase(k);
+    } else {
+      c.put(k, (i << 8) | k);
+    }
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  CHECK(c.size() <= 16);
+  for (std::uint64_t k = 0; k < 32; ++k) {
+    if (auto v = c.get(k)) CHECK((*v & 0xFF) == k);
+  }
+  INFO("reader hits " << hits.load());
 }
 
 namespace {
