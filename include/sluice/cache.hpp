@@ -43,9 +43,10 @@
 // it changes the shard. With expire_after_access, get() takes the shard lock (a
 // hit moves the deadline). get_or_load, get_stale and all writes take the shard lock. Values are
 // returned by copy: use a cheap-to-copy Value (a shared_ptr for big ones). Small keys and values
-// (trivially copyable, at most 8 bytes each: integers, enums, pointers) are also copied into the
-// read index, so a hit on an entry without expiry reads one index slot and not the entry (one
-// cache miss instead of two; 16 more bytes per index slot). Memory: a removed or
+// (trivially copyable, at most 8 bytes each, no padding: integers, enums, pointers; see
+// `cache::inline_copies`) are also copied into the read index, so a hit on an entry without
+// expiry reads one index slot and not the entry (one cache miss instead of two; 16 more bytes
+// per index slot). Memory: a removed or
 // replaced entry is freed with its shard's next batch of 64 removals (or the next sweep) once no
 // reader can still hold it, so its memory outlives its removal briefly; cleanup() and the sweeper
 // free everything readers have left. Freed entries' memory goes to a per-thread pool (up to 256
@@ -271,6 +272,17 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
   // Receives every removed value with its cause, after the shard lock is released. Not called
   // for cached "not found" entries nor when the cache is destroyed.
   using listener_type = std::function<void(const Key&, const Value&, removal_cause)>;
+
+  // Whether a hit is answered from copies of the key and value in the read index (see
+  // detail/cache_read_index.hpp): for trivially copyable ones of at most 8 bytes each without
+  // padding bits (integers, enums, pointers, floating point), which a reader can copy racily and
+  // check afterwards. Larger, padded or owning types (strings) are read from the entry, which a
+  // read section keeps alive.
+  template <class T>
+  static constexpr bool inline_copyable = std::is_trivially_copyable_v<T> && sizeof(T) <= 8 &&
+                                          (std::has_unique_object_representations_v<T> ||
+                                           std::is_floating_point_v<T>);
+  static constexpr bool inline_copies = inline_copyable<Key> && inline_copyable<Value>;
 
   // Callbacks that depend on the key and value types.
   struct hooks {
@@ -711,12 +723,6 @@ class cache final : private detail::cache_sweepable, private detail::cache_maint
     node(const Key& k, std::optional<Value>&& v) : node_payload(k, std::move(v)) {}
   };
 
-  // Whether the read index keeps copies of keys and values in its slots (see
-  // detail/cache_read_index.hpp): for trivially copyable ones of at most 8 bytes each, which a
-  // reader can copy racily and check afterwards. Larger or owning types (strings) are read from
-  // the entry, which a read section keeps alive.
-  static constexpr bool inline_copies = std::is_trivially_copyable_v<Key> && sizeof(Key) <= 8 &&
-                                        std::is_trivially_copyable_v<Value> && sizeof(Value) <= 8;
   using read_index = detail::cache_read_index<inline_copies>;
 
   // The bits of a trivially copyable object of at most 8 bytes, and back.

@@ -1,6 +1,7 @@
 #include "sluice/cache.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -956,31 +957,40 @@ TEST_CASE("cache: the inline read index answers from valid copies only", "[cache
   for (auto* t : retired) index_type::free_table(t);
 }
 
-TEST_CASE("cache: integer gets race replacing puts and never see a torn or foreign value",
+TEST_CASE("cache: integer gets race replacing puts and never see a torn, foreign or older value",
           "[cache][stress]") {
   // Integer keys and values are answered from the read index's copies: a reader racing writers
-  // that replace, erase and evict must get a value written for its key, or nothing.
-  sluice::cache<std::uint64_t, std::uint64_t> c(
-      {.max_entries = 16, .shards = 1, .background_sweep = false});
+  // that replace, erase and evict must get a value written for its key, or nothing, and never a
+  // value older than one it saw before for that key (each slot's word is read with acquire).
+  using u64_cache = sluice::cache<std::uint64_t, std::uint64_t>;
+  static_assert(u64_cache::inline_copies);
+  u64_cache c({.max_entries = 16, .shards = 1, .background_sweep = false});
+  constexpr std::uint64_t keys = 32;
   std::atomic<bool> stop{false};
   std::atomic<long> hits{0};
   std::vector<std::thread> readers;
   for (int r = 0; r < 2; ++r) {
     readers.emplace_back([&, r] {
       std::mt19937_64 rng(static_cast<unsigned>(7 + r));
+      std::array<std::uint64_t, keys> last_round{};
       while (!stop.load(std::memory_order_relaxed)) {
-        const std::uint64_t k = rng() % 32;
+        const std::uint64_t k = rng() % keys;
         if (auto v = c.get(k)) {
-          // Values are (round << 8) | key.
+          // Values are (round << 8) | key; rounds only grow.
           if ((*v & 0xFF) != k) std::abort();
+          const std::uint64_t round = *v >> 8;
+          if (round < last_round[k]) std::abort();
+          last_round[k] = round;
           hits.fetch_add(1, std::memory_order_relaxed);
         }
       }
     });
   }
   std::mt19937_64 rng(3);
-  for (std::uint64_t i = 0; i < 200'000; ++i) {
-    const std::uint64_t k = rng() % 32;
+  // At least 200k writes, and on until the readers have hit 1000 times (bounded).
+  std::uint64_t i = 0;
+  for (; i < 200'000 || (hits.load() < 1000 && i < 100'000'000); ++i) {
+    const std::uint64_t k = rng() % keys;
     if (rng() % 8 == 0) {
       c.erase(k);
     } else {
@@ -989,11 +999,69 @@ TEST_CASE("cache: integer gets race replacing puts and never see a torn or forei
   }
   stop = true;
   for (auto& t : readers) t.join();
+  INFO("writes " << i << ", reader hits " << hits.load());
+  REQUIRE(hits.load() >= 1000);
   CHECK(c.size() <= 16);
-  for (std::uint64_t k = 0; k < 32; ++k) {
+  for (std::uint64_t k = 0; k < keys; ++k) {
     if (auto v = c.get(k)) CHECK((*v & 0xFF) == k);
   }
-  INFO("reader hits " << hits.load());
+}
+
+TEST_CASE("cache: integer entries with a ttl or a cached miss are not answered from copies",
+          "[cache]") {
+  // The index keeps copies only for entries whose answer does not depend on time and that hold a
+  // value; these are the cases that must still go to the entry.
+  static_assert(int_cache::inline_copies);
+  static_assert(!str_cache::inline_copies);
+  struct padded {
+    std::uint32_t a;
+    std::uint16_t b;
+  };
+  static_assert(!sluice::cache<int, padded>::inline_copies);
+  static_assert(sluice::cache<int, double>::inline_copies);
+  manual_clock clock;
+  sluice::cache_options o = one_shard(100);
+  o.negative_ttl = 5s;
+  int_cache c(o, clock);
+  c.put(1, 10, 100ms);
+  c.put(2, 20);
+  CHECK(c.get(1) == std::optional<int>(10));
+  clock.advance(100ms);
+  CHECK_FALSE(c.get(1).has_value());
+  CHECK(c.get(2) == std::optional<int>(20));
+  // A replace with a ttl takes the copies away; a replace without one gives them back.
+  c.put(2, 21, 1s);
+  CHECK(c.get(2) == std::optional<int>(21));
+  clock.advance(1s);
+  CHECK_FALSE(c.get(2).has_value());
+  c.put(2, 22);
+  clock.advance(1h);
+  CHECK(c.get(2) == std::optional<int>(22));
+  // A cached "not found" holds no value: get() misses and counts a negative hit.
+  int calls = 0;
+  auto missing = [&](const int&) -> absl::StatusOr<int> {
+    ++calls;
+    return absl::NotFoundError("none");
+  };
+  CHECK(absl::IsNotFound(c.get_or_load(3, missing).status()));
+  const auto before = c.stats();
+  CHECK_FALSE(c.get(3).has_value());
+  CHECK(c.stats().negative_hits == before.negative_hits + 1);
+  CHECK(calls == 1);
+  // After a put, the same slot answers from the copies.
+  c.put(3, 30);
+  CHECK(c.get(3) == std::optional<int>(30));
+  // expire_after_access: every get goes to the entry (a hit moves the deadline).
+  sluice::cache_options a = one_shard(100);
+  a.expire_after_access = 1s;
+  int_cache ca(a, clock);
+  ca.put(1, 1);
+  clock.advance(900ms);
+  CHECK(ca.get(1) == std::optional<int>(1));
+  clock.advance(900ms);
+  CHECK(ca.get(1) == std::optional<int>(1));
+  clock.advance(1s);
+  CHECK_FALSE(ca.get(1).has_value());
 }
 
 namespace {

@@ -179,8 +179,10 @@ class cache_read_index {
     if constexpr (Inline) {
       const std::uintptr_t cur = sl.word.load(std::memory_order_relaxed);
       // The old copies stop being valid before new ones are written (readers fall back to the
-      // old entry meanwhile).
-      if ((cur & fast_bit) != 0) sl.word.store(cur & ~fast_bit, std::memory_order_relaxed);
+      // old entry meanwhile). Release, like every store of an entry's pointer: a reader that
+      // loads this word dereferences `old`, and a relaxed store would end the release sequence
+      // that published it.
+      if ((cur & fast_bit) != 0) sl.word.store(cur & ~fast_bit, std::memory_order_release);
       if (copies.fast) write_copies(sl, copies);
     }
     // Release: publishes `nw`'s contents (and the copies) to readers that load it.
