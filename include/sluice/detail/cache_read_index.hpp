@@ -167,7 +167,7 @@ class cache_read_index {
       old = rebuild(capacity_for(live_ + 1));
       t = current_.load(std::memory_order_relaxed);
     }
-    place(*t, hash, word_of(n, copies), copies);
+    place(*t, hash, n, copies);
     ++live_;
     return old;
   }
@@ -280,7 +280,7 @@ class cache_read_index {
     return want < min_capacity ? min_capacity : want;
   }
 
-  void place(table& t, std::uint64_t hash, std::uintptr_t w, const cache_inline_copies& copies) {
+  void place(table& t, std::uint64_t hash, cache_node_base* n, const cache_inline_copies& copies) {
     std::size_t i = t.home(hash);
     for (;; i = (i + 1) & t.mask) {
       slot& sl = t.slots[i];
@@ -289,8 +289,8 @@ class cache_read_index {
         if (cur == 0) ++used_;
         // Relaxed then release: a reader that loads the word sees the hash and copies too.
         sl.hash.store(hash, std::memory_order_relaxed);
-        if ((w & fast_bit) != 0) write_copies(sl, copies);
-        sl.word.store(w, std::memory_order_release);
+        if (copies.fast) write_copies(sl, copies);
+        sl.word.store(word_of(n, copies), std::memory_order_release);
         return;
       }
     }
@@ -311,7 +311,7 @@ class cache_read_index {
       const slot& sl = old->slots[i];
       const std::uintptr_t w = sl.word.load(std::memory_order_relaxed);
       if (live_ != 0 && w != 0 && w != tombstone_word()) {
-        place(*fresh, sl.hash.load(std::memory_order_relaxed), w, copies_of(sl, w));
+        place(*fresh, sl.hash.load(std::memory_order_relaxed), entry(w), copies_of(sl, w));
       }
     }
     // Release: readers that load the new table see its slots.
